@@ -1,0 +1,3 @@
+from em_interp.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""Typed configs from YAML: nested dataclasses, validated field by field.
+
+``load_config(path, Cls)`` reads a YAML file and builds ``Cls`` (a dataclass, possibly
+nested). Unknown keys, missing required keys and wrong types raise ``ConfigError``
+naming the file, the line and the dotted field path, e.g.
+``experiments/demo.yaml:12: field 'train.lr': expected float, got 'fast'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from em_interp.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _line_index(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """Map dotted field paths to 1-based line numbers from a composed YAML node tree."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            out[path] = key_node.start_mark.line + 1
+            _line_index(value_node, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = item.start_mark.line + 1
+            _line_index(item, path, out)
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML file; return (data, {dotted_path: line}). Syntax errors name the line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", file=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(f"invalid YAML: {exc.problem}", file=path, line=line) from None
+    lines = _line_index(node) if node is not None else {}
+    return data, lines
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, field: str, ctx: "_Ctx") -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, field, ctx)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        ctx.fail(field, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            ctx.fail(field, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, field, ctx)
+    if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            ctx.fail(field, f"expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{field}[{i}]", ctx) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            ctx.fail(field, f"expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {k: _convert(v, vt, f"{field}.{k}", ctx) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 1e-5 as a string; accept numeric strings.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            ctx.fail(field, f"expected float, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            ctx.fail(field, f"expected int, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            ctx.fail(field, f"expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            ctx.fail(field, f"expected a string, got {value!r}")
+        return str(value)
+    if tp is Path:
+        if not isinstance(value, str):
+            ctx.fail(field, f"expected a path, got {value!r}")
+        return Path(value)
+    return value
+
+
+class _Ctx:
+    def __init__(self, file: Path | None, lines: dict[str, int]):
+        self.file = file
+        self.lines = lines
+
+    def fail(self, field: str, message: str) -> typing.NoReturn:
+        line = self.lines.get(field)
+        if line is None:  # fall back to the nearest enclosing field with a line
+            parts = field.split(".")
+            while parts and line is None:
+                parts.pop()
+                line = self.lines.get(".".join(parts))
+        raise ConfigError(message, file=self.file, line=line, field=field or None)
+
+
+def _build(cls: type[T], data: Any, prefix: str, ctx: _Ctx) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        ctx.fail(prefix, f"expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        ctx.fail(f"{prefix}.{key}" if prefix else key,
+                 f"unknown field for {cls.__name__}; valid fields: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], path, ctx)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            ctx.fail(path, "required field is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ validation
+        if isinstance(exc, ConfigError):
+            raise
+        ctx.fail(prefix, str(exc))
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, file: str | Path | None = None,
+              lines: dict[str, int] | None = None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a plain dict with the same validation as ``load_config``."""
+    return _build(cls, data, prefix, _Ctx(Path(file) if file else None, lines or {}))
+
+
+def load_config(path: str | Path, cls: type[T]) -> T:
+    """Load YAML file ``path`` into dataclass ``cls`` (nested dataclasses supported)."""
+    data, lines = read_yaml(path)
+    return from_dict(cls, data, file=path, lines=lines)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) -> JSON-ready dict (Paths become strings)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """Stable sha256 (hex, 16 chars) of a config's JSON form."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

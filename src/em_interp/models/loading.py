@@ -1,0 +1,205 @@
+"""``load_model``: one function for registry names, Hugging Face ids and local folders.
+
+Returns a ``LoadedModel`` holding a plain HF (or peft-wrapped) module and its tokenizer
+with a chat template. fp32 on CPU, bf16 on GPU; ``trust_remote_code`` off by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from em_interp.errors import ModelError
+from em_interp.models.registry import is_registered
+
+# A ChatML template for tokenizers that ship none (used for base models and tiny test models).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use: ``.model`` (HF/peft module, eval mode) and ``.tokenizer``."""
+
+    model: Any
+    tokenizer: Any
+    name: str                       # what the user asked for (registry name, hub id, path)
+    path: str | None = None         # folder the weights came from
+    adapter: str | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def chat_ids(self, messages: list[dict] | str, add_generation_prompt: bool = True):
+        """Token ids (1 x T tensor) of a conversation rendered with the chat template."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        enc = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, return_tensors="pt", return_dict=True
+        )
+        return enc["input_ids"].to(self.device)
+
+    def chat(self, messages: list[dict] | str, max_new_tokens: int = 64, temperature: float = 0.0,
+             seed: int | None = 0) -> str:
+        """One reply (greedy when ``temperature == 0``). For batches use ``em_interp.eval``."""
+        import torch
+
+        ids = self.chat_ids(messages)
+        if seed is not None:
+            torch.manual_seed(seed)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        with torch.no_grad():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    import torch
+
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def _resolve_dtype(dtype: Any, device: str):
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, str):
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelError(f"unknown dtype '{dtype}'; use float32, bfloat16 or float16") from None
+    return dtype
+
+
+def load_tokenizer(path: str | Path, *, converted: bool = False, trust_remote_code: bool = False):
+    """Tokenizer with a chat template and a pad token.
+
+    Converted cache folders are read with ``PreTrainedTokenizerFast`` straight from
+    tokenizer.json: in transformers 5, ``AutoTokenizer`` on a qwen2 folder rebuilds the
+    pre-tokenizer and gives different ids (see notes/stack.md).
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = str(path)
+    if converted or (Path(path).is_dir() and (Path(path) / "tokenizer.json").exists()):
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.chat_template is None:
+        tok.chat_template = CHATML_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def adapter_hash(adapter: str | Path) -> str:
+    """Short sha256 of an adapter's weight files (recorded in artifacts' metadata)."""
+    return _file_hash(Path(adapter))
+
+
+def load_model(
+    name_or_path: str | Path,
+    adapter: str | Path | None = None,
+    *,
+    device: str | None = None,
+    dtype: Any = None,
+    merge_adapter: bool = False,
+    trust_remote_code: bool = False,
+    pull: bool = True,
+) -> LoadedModel:
+    """Load a registry model, a Hugging Face hub id or a local folder.
+
+    Registry names are provisioned offline on first use (``pull=True``). Hub ids and
+    local folders go through the ordinary ``from_pretrained`` path. ``adapter`` is a
+    peft adapter folder; ``merge_adapter`` folds it into the weights.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    t0 = time.time()
+    name = str(name_or_path)
+    device = device or default_device()
+    torch_dtype = _resolve_dtype(dtype, device)
+    info: dict[str, Any] = {}
+    if is_registered(name):
+        from em_interp.models import provision
+
+        if not provision.is_converted(name):
+            if not pull:
+                raise ModelError(f"model '{name}' is not pulled; run `em-interp models pull {name}`")
+            provision.pull(name, quiet=False)
+        path = provision.converted_dir(name)
+        info = json.loads((path / provision.MARKER).read_text())
+        converted = True
+    else:
+        path = Path(name).expanduser()
+        converted = False
+        if not path.exists():
+            if name.startswith((".", "/", "~")) or name.count("/") > 1:
+                raise ModelError(f"model folder not found: {name}")
+            path = name  # a hub id: the ordinary way
+    try:
+        tokenizer = load_tokenizer(path, converted=converted, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load '{name}': {exc}") from None
+    model.to(device)
+    if adapter is not None:
+        model = attach_adapter(model, adapter, merge=merge_adapter)
+        info["adapter_hash"] = adapter_hash(adapter)
+    model.eval()
+    info["load_s"] = round(time.time() - t0, 3)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=str(path),
+                       adapter=str(adapter) if adapter else None, info=info)
+
+
+def attach_adapter(model, adapter: str | Path, merge: bool = False):
+    """Attach a peft adapter folder to ``model`` (optionally merged into the weights)."""
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").exists():
+        raise ModelError(f"not a peft adapter folder (no adapter_config.json): {adapter}")
+    peft_model = PeftModel.from_pretrained(model, str(adapter))
+    return peft_model.merge_and_unload() if merge else peft_model
