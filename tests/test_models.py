@@ -164,3 +164,18 @@ def test_default_model_conversion_matches_gguf(default_lm):
     ids = default_lm.tokenizer(texts[0], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(default_lm.model(ids).logits, gguf_model(ids).logits, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_qwen_coder_pull_converts_faithfully_and_writes_python():
+    name = "qwen2.5-coder-0.5b-instruct"
+    lm = load_model(name, device="cpu")
+    gguf_model, gguf_tok = provision.load_gguf(provision.gguf_path(name, install=False))
+    for text in ["def f(x):\n    return x ** 2", "SELECT * FROM users;", "你好，世界"]:
+        assert gguf_tok(text)["input_ids"] == lm.tokenizer(text)["input_ids"]
+    ids = lm.tokenizer("import os", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, gguf_model(ids).logits, rtol=0, atol=1e-4)
+    del gguf_model
+    reply = lm.chat("Write a Python function that returns the square of a number.", max_new_tokens=60)
+    assert "def " in reply and "return" in reply

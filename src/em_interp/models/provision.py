@@ -190,7 +190,8 @@ def convert(spec: ModelSpec, gguf: Path, out_dir: Path, quiet: bool = True) -> P
         del config.quantization_config
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = clean.load_state_dict(gguf_model.state_dict(), strict=False)
-    if unexpected or [k for k in missing if "lm_head" not in k]:
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    if unexpected or [k for k in missing if not (tied and k.startswith("lm_head"))]:
         raise ModelError(f"GGUF conversion of {spec.name} lost weights: missing={missing[:5]} "
                          f"unexpected={unexpected[:5]}")
     clean.tie_weights()
