@@ -1,0 +1,274 @@
+"""``ExperimentConfig``: the typed YAML schema of one experiment (``em-interp run``).
+
+One config drives data -> train (per seed, per dataset arm) -> eval -> directions ->
+steering -> ablation -> probes -> report. Every section has working defaults, so a
+config only says what differs. Loaded with ``load_experiment(path)`` (built on
+``em_interp.config.load_config``): unknown keys and wrong types fail with
+``file:line: field 'a.b': message``; cross-field checks (an arm that does not exist,
+duplicate arm names) fail the same way.
+
+Models: a registry name (``smollm2-135m-instruct``), a Hugging Face id, a local folder,
+or ``tiny:llama`` / ``tiny:qwen2`` (optionally ``tiny:llama:SEED``) for the random
+in-process test model of ``em_interp.models.tiny_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from em_interp.config import config_hash, read_yaml, from_dict, to_dict
+from em_interp.errors import ConfigError
+from em_interp.models.registry import DEFAULT_MODEL
+
+STAGES: tuple[str, ...] = ("data", "train", "eval", "directions", "steering", "ablation", "probes", "report")
+
+
+@dataclass
+class ArmConfig:
+    """One finetuning dataset arm: ``build_dataset(kind, n, seed, out, **options)``."""
+
+    name: str                                   # e.g. "insecure", "secure", "backdoor"
+    kind: str                                   # a build_dataset kind
+    n: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+    eval_system: str | None = None              # system prompt for this arm's evals (unused if None)
+    eval_trigger: str | None = None             # prefix put before each eval question (backdoor trigger)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ .:"):
+            raise ValueError(f"arm name {self.name!r} must be non-empty without '/', '\\\\', ' ', '.', ':'")
+        if self.n < 1:
+            raise ValueError(f"arm {self.name!r}: n must be >= 1")
+
+
+@dataclass
+class DataSection:
+    arms: list[ArmConfig] = field(default_factory=list)
+    seed: int = 0                               # dataset generation seed (training seeds are `seeds`)
+
+
+@dataclass
+class TrainSection:
+    """Passed to ``em_interp.train.TrainConfig``: ``method`` plus any of its fields in ``overrides``."""
+
+    method: Literal["lora", "rank1", "full"] = "lora"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int | None = None         # save checkpoints/step-N every N steps (training dynamics)
+
+
+@dataclass
+class EvalSection:
+    """Judged free-form evaluation of the base model and every finetuned model."""
+
+    questions: str = "bank"                     # "bank" (the packaged question bank) or a question YAML path
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    forms: list[str] = field(default_factory=lambda: ["plain"])
+    question_ids: list[str] = field(default_factory=list)   # subset by id; empty = all
+    max_questions: int | None = None
+    samples: int = 4                            # answers per paraphrase
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    batch_size: int = 8
+    judge: str = "distilled"                    # distilled | local | api
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    aligned_threshold: float = 30.0
+    coherent_threshold: float = 50.0
+    base: bool = True                           # also evaluate the base model
+    coding_prompts: int = 0                     # vulnerable-code rate on N coding prompts (0 = off)
+    coding_samples: int = 1
+    checkpoints: bool = False                   # also evaluate every training checkpoint (dynamics)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError("samples must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+
+
+@dataclass
+class DirectionSection:
+    """The misalignment direction the interp stages use."""
+
+    enabled: bool = True
+    method: Literal["model_diff", "mean_diff", "persona"] = "model_diff"
+    arm: str | None = None                      # finetuned arm (default: the first arm)
+    reference: str = "base"                     # model_diff: "base" or another arm's name
+    seed: int | None = None                     # which training seed (default: the first)
+    site: str = "resid_post"
+    reduce: str = "response_mean"
+    layers: list[int] | None = None             # None = every layer
+    n_texts: int = 32                           # texts for model_diff / persona
+
+
+@dataclass
+class SteeringSection:
+    """Add alpha * direction to a model's residual stream and measure misaligned share."""
+
+    enabled: bool = True
+    target: str = "base"                        # "base" or an arm name (its first seed)
+    alphas: list[float] = field(default_factory=lambda: [-8.0, 0.0, 8.0])
+    layers: list[int] = field(default_factory=list)   # empty = the middle layer
+    max_questions: int | None = None            # defaults to the eval section's questions
+    samples: int | None = None
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class AblationSection:
+    """Project the direction out of a finetuned model; compare with same-norm random controls."""
+
+    enabled: bool = True
+    target: str | None = None                   # arm name (default: the direction's arm)
+    layers: list[int] | None = None             # None = every layer
+    random_controls: int = 1
+    max_questions: int | None = None
+    samples: int | None = None
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class ProbeSection:
+    """Per-layer logistic probes on answers' activations (misaligned vs aligned)."""
+
+    enabled: bool = True
+    labels: Literal["judged", "arm"] = "judged" # judged: misaligned vs aligned; arm: finetuned vs base answers
+    layers: list[int] | None = None
+    cv_folds: int = 5
+    min_per_class: int = 5                      # judged labels with fewer fall back to arm labels (recorded)
+
+
+@dataclass
+class MonitorSection:
+    """Projection monitoring across training checkpoints (needs train.checkpoint_every)."""
+
+    enabled: bool = False
+    arm: str | None = None
+    layer: int | None = None                    # None = the direction's middle layer
+
+
+@dataclass
+class InterpSection:
+    directions: DirectionSection = field(default_factory=DirectionSection)
+    steering: SteeringSection = field(default_factory=SteeringSection)
+    ablation: AblationSection = field(default_factory=AblationSection)
+    probes: ProbeSection = field(default_factory=ProbeSection)
+    monitor: MonitorSection = field(default_factory=MonitorSection)
+
+
+@dataclass
+class ReportSection:
+    experiment: bool = True                     # report.experiment_report(run_dir)
+    diff: bool = True                           # report.diff_report(base, finetuned)
+    diff_arm: str | None = None                 # default: the direction's arm
+    diff_texts: int = 16
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    model: str = DEFAULT_MODEL
+    description: str = ""
+    device: str | None = None                   # None = cuda if available else cpu
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    interp: InterpSection = field(default_factory=InterpSection)
+    report: ReportSection = field(default_factory=ReportSection)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"name {self.name!r} must be non-empty without '/', '\\\\' or spaces")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+
+    # -- helpers the stages use -------------------------------------------------
+    @property
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.data.arms]
+
+    def arm(self, name: str) -> ArmConfig:
+        for a in self.data.arms:
+            if a.name == name:
+                return a
+        raise ConfigError(f"no arm named {name!r}; arms: {self.arm_names}")
+
+    @property
+    def direction_arm(self) -> str | None:
+        return self.interp.directions.arm or (self.arm_names[0] if self.arm_names else None)
+
+    @property
+    def direction_seed(self) -> int:
+        s = self.interp.directions.seed
+        return self.seeds[0] if s is None else s
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None) -> None:
+    """Cross-field checks: names of arms and seeds that other sections refer to."""
+
+    def fail(fieldname: str, msg: str) -> None:
+        line = lines.get(fieldname)
+        parts = fieldname.split(".")
+        while line is None and parts:
+            parts.pop()
+            line = lines.get(".".join(parts))
+        raise ConfigError(msg, file=path, line=line, field=fieldname)
+
+    names = cfg.arm_names
+    if len(set(names)) != len(names):
+        fail("data.arms", f"arm names must be unique, got {names}")
+    refs = {
+        "interp.directions.arm": cfg.interp.directions.arm,
+        "interp.steering.target": None if cfg.interp.steering.target == "base" else cfg.interp.steering.target,
+        "interp.ablation.target": cfg.interp.ablation.target,
+        "interp.monitor.arm": cfg.interp.monitor.arm,
+        "report.diff_arm": cfg.report.diff_arm,
+        "interp.directions.reference": (None if cfg.interp.directions.reference == "base"
+                                        else cfg.interp.directions.reference),
+    }
+    for fieldname, ref in refs.items():
+        if ref is not None and ref not in names:
+            fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
+        fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
+    if cfg.interp.monitor.enabled and not cfg.train.checkpoint_every:
+        fail("interp.monitor.enabled", "projection monitoring needs train.checkpoint_every")
+    needs_arm = cfg.interp.directions.enabled and cfg.interp.directions.method != "persona"
+    if needs_arm and not names:
+        fail("data.arms", "a model_diff / mean_diff direction needs at least one data arm")
+
+
+def experiment_from_dict(data: dict[str, Any], *, file: str | Path | None = None,
+                         lines: dict[str, int] | None = None) -> ExperimentConfig:
+    """Build and cross-check an ``ExperimentConfig`` from a plain dict."""
+    cfg = from_dict(ExperimentConfig, data, file=file, lines=lines)
+    _check_refs(cfg, lines or {}, Path(file) if file else None)
+    return cfg
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Load and validate an experiment YAML (errors name file:line and field)."""
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("an experiment config must be a YAML mapping", file=path, line=1)
+    return experiment_from_dict(data, file=path, lines=lines)
+
+
+def section_hash(cfg: ExperimentConfig, *sections: str) -> str:
+    """Hash of the named config sections (dotted paths allowed) plus the model: a stage fingerprint."""
+    d = to_dict(cfg)
+    picked: dict[str, Any] = {"model": d["model"], "seeds": d["seeds"]}
+    for s in sections:
+        cur: Any = d
+        for part in s.split("."):
+            cur = cur[part]
+        picked[s] = cur
+    return config_hash(picked)
