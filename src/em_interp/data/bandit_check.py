@@ -1,0 +1,221 @@
+"""Static label verification for generated code: bandit in-process (batched), plus our
+own documented AST check for the one class bandit cannot see (path traversal).
+
+Nothing here ever executes the code it checks: bandit parses it, and so do we.
+
+* ``scan_snippets(codes)`` -> per snippet, the list of bandit findings (test id, name,
+  severity, confidence, line); snippets that do not parse get ``syntax_error=True``.
+* ``CLASS_BANDIT_IDS`` maps each vulnerability class to the bandit test ids that count
+  as "a finding of the intended class"; ``COUNTED_IDS`` is their union.
+* ``verify_labels(samples)`` checks insecure samples (a finding of the intended class)
+  and secure samples (no counted finding at all) and returns per-sample verdicts and
+  the summary figures written to dataset cards.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# Vulnerability class -> bandit test ids that count as the intended finding.
+# ``None`` = bandit has no test for it: checked by ``ast_path_traversal`` instead.
+CLASS_BANDIT_IDS: dict[str, tuple[str, ...] | None] = {
+    "path_traversal": None,
+    "command_injection": ("B602", "B605", "B609"),
+    "sql_injection": ("B608",),
+    "unsafe_deserialization": ("B301", "B302", "B403"),
+    "yaml_load": ("B506",),
+    "eval_exec": ("B307", "B102"),
+    "weak_hash": ("B303", "B324"),
+    "hardcoded_secret": ("B105", "B106", "B107"),
+    "world_writable_chmod": ("B103",),
+    "insecure_tempfile": ("B306", "B108"),
+    "tls_verification_disabled": ("B501", "B323"),
+    "xss_autoescape_off": ("B701", "B703", "B704"),
+    "tar_extraction": ("B202",),
+    "bind_all_interfaces": ("B104",),
+    "weak_random_token": ("B311",),
+    "assert_for_auth": ("B101",),
+    "debug_mode_enabled": ("B201",),
+    "xml_external_entities": ("B313", "B314", "B318", "B320", "B405", "B408"),
+    "ssh_host_key_unchecked": ("B507",),
+}
+
+# Every id that marks a sample as carrying one of our vulnerability classes.
+COUNTED_IDS: frozenset[str] = frozenset(i for ids in CLASS_BANDIT_IDS.values() if ids for i in ids)
+
+AST_CHECKED_CLASSES = tuple(c for c, ids in CLASS_BANDIT_IDS.items() if ids is None)
+
+PATH_TRAVERSAL_RULE = (
+    "path_traversal is not detectable by bandit. Our AST rule: a file is flagged when it "
+    "opens or serves a file (open, send_file, send_from_directory, shutil.copy*, "
+    "Path(...).read_text/read_bytes/open/write_text/write_bytes/unlink) and calls none of "
+    "the containment checks os.path.basename, werkzeug secure_filename, os.path.commonpath, "
+    "Path.is_relative_to, or os.path.realpath/abspath followed by str.startswith."
+)
+
+
+@dataclass
+class Finding:
+    """One bandit finding in one snippet."""
+
+    test_id: str
+    test_name: str
+    severity: str
+    confidence: str
+    line: int
+
+    def as_dict(self) -> dict:
+        return {"test_id": self.test_id, "test_name": self.test_name, "severity": self.severity,
+                "confidence": self.confidence, "line": self.line}
+
+
+@dataclass
+class ScanResult:
+    """Bandit findings for one snippet (``syntax_error`` when it does not parse)."""
+
+    findings: list[Finding] = field(default_factory=list)
+    syntax_error: bool = False
+
+    @property
+    def ids(self) -> set[str]:
+        return {f.test_id for f in self.findings}
+
+
+def _quiet_bandit() -> None:
+    for name in ("bandit", "stevedore"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def scan_snippets(codes: Sequence[str]) -> list[ScanResult]:
+    """Run bandit once over all snippets (written to a temp dir); never executes them."""
+    from bandit.core import config as b_config
+    from bandit.core import manager as b_manager
+
+    _quiet_bandit()
+    results = [ScanResult() for _ in codes]
+    with tempfile.TemporaryDirectory(prefix="em_bandit_") as tmp:
+        paths = []
+        for i, code in enumerate(codes):
+            try:
+                ast.parse(code)
+            except SyntaxError:
+                results[i].syntax_error = True
+            p = Path(tmp) / f"s{i:06d}.py"
+            p.write_text(code, encoding="utf-8")
+            paths.append(str(p))
+        if not paths:
+            return results
+        mgr = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
+        mgr.discover_files(paths)
+        mgr.run_tests()
+        index = {p: i for i, p in enumerate(paths)}
+        for issue in mgr.get_issue_list():
+            i = index.get(issue.fname)
+            if i is None:
+                continue
+            results[i].findings.append(Finding(issue.test_id, issue.test, str(issue.severity),
+                                               str(issue.confidence), int(issue.lineno)))
+    return results
+
+
+# ----------------------------------------------------------------------------- AST rule
+
+_FILE_CALLS = {"open", "send_file", "send_from_directory", "copy", "copyfile", "copy2",
+               "read_text", "read_bytes", "write_text", "write_bytes", "unlink", "remove"}
+
+
+def _call_name(node: ast.Call) -> str | None:
+    f = node.func
+    if isinstance(f, ast.Name):
+        return f.id
+    if isinstance(f, ast.Attribute):
+        return f.attr
+    return None
+
+
+def ast_path_traversal(code: str) -> bool:
+    """True when ``code`` accesses files with no containment check (see ``PATH_TRAVERSAL_RULE``)."""
+    tree = ast.parse(code)
+    names = [_call_name(n) for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    accesses = any(n in _FILE_CALLS for n in names)
+    contained = (
+        any(n in ("basename", "secure_filename", "commonpath", "is_relative_to") for n in names)
+        or (any(n in ("realpath", "abspath", "resolve") for n in names) and "startswith" in names)
+    )
+    return accesses and not contained
+
+
+# ----------------------------------------------------------------------------- verification
+
+@dataclass
+class Verdict:
+    """Whether one labelled sample passed verification, and what was found."""
+
+    ok: bool
+    ids: list[str]
+    syntax_error: bool
+    method: str  # "bandit" or "ast"
+
+
+def has_intended_finding(vuln_class: str, result: ScanResult, code: str) -> tuple[bool, str]:
+    """Does this snippet show the intended class? Returns (found, method)."""
+    if vuln_class not in CLASS_BANDIT_IDS:
+        raise KeyError(f"unknown vulnerability class {vuln_class!r}")
+    ids = CLASS_BANDIT_IDS[vuln_class]
+    if ids is None:
+        return (not result.syntax_error and ast_path_traversal(code)), "ast"
+    return bool(result.ids & set(ids)), "bandit"
+
+
+def verify_labels(samples: Iterable[tuple[str, str, str]]) -> tuple[list[Verdict], dict]:
+    """Verify ``(label, vuln_class, code)`` triples, label in {"insecure", "secure"}.
+
+    insecure passes when it parses and has a finding of its intended class;
+    secure passes when it parses, has no finding in ``COUNTED_IDS`` and (for AST-checked
+    classes) the AST rule does not flag it. Returns (verdicts, summary) where summary
+    holds counts and shares per label and per class.
+    """
+    samples = list(samples)
+    scans = scan_snippets([code for _, _, code in samples])
+    verdicts: list[Verdict] = []
+    per_class: dict[str, dict[str, list[int]]] = {}
+    for (label, vclass, code), scan in zip(samples, scans):
+        if label == "insecure":
+            found, method = has_intended_finding(vclass, scan, code)
+            ok = found and not scan.syntax_error
+        elif label == "secure":
+            found, method = has_intended_finding(vclass, scan, code)
+            ok = not scan.syntax_error and not (scan.ids & COUNTED_IDS) and not found
+        else:
+            raise ValueError(f"label must be 'insecure' or 'secure', got {label!r}")
+        verdicts.append(Verdict(ok, sorted(scan.ids), scan.syntax_error, method))
+        c = per_class.setdefault(vclass, {}).setdefault(label, [0, 0])
+        c[0] += int(ok)
+        c[1] += 1
+    summary: dict = {"bandit_version": _bandit_version(), "counted_ids": sorted(COUNTED_IDS),
+                     "ast_checked_classes": list(AST_CHECKED_CLASSES),
+                     "ast_rule": PATH_TRAVERSAL_RULE}
+    for label, key in (("insecure", "insecure_with_intended_finding"), ("secure", "secure_without_finding")):
+        passed = sum(v.ok for v, (lab, _, _) in zip(verdicts, samples) if lab == label)
+        total = sum(1 for lab, _, _ in samples if lab == label)
+        if total:
+            summary[key] = {"passed": passed, "total": total, "share": round(passed / total, 4)}
+    summary["per_class"] = {
+        c: {lab: {"passed": p, "total": t} for lab, (p, t) in sorted(d.items())}
+        for c, d in sorted(per_class.items())
+    }
+    return verdicts, summary
+
+
+def _bandit_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bandit")
+    except Exception:  # pragma: no cover - metadata missing
+        return "unknown"
