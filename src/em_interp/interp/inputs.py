@@ -1,0 +1,143 @@
+"""Examples -> padded token batches with prompt / response masks.
+
+An example is a chat conversation (``{"messages": [...]}``, an object with a
+``.messages`` attribute such as ``em_interp.data.ChatExample``, or a bare list of message
+dicts) or a raw string. In a conversation whose last turn is the assistant's, that turn is
+"the response" and everything before it (through the generation prompt) is "the
+prompt". A raw string has no prompt/response split: all its tokens count as both.
+
+Token masks come from character offsets, so the response mask covers exactly the
+response text's tokens (not the end-of-turn marker). Batches carry explicit
+``position_ids`` so left and right padding give the same activations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from em_interp.errors import InterpError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized example: ids and per-token prompt/response flags."""
+
+    ids: list[int]
+    prompt: list[bool]
+    response: list[bool]
+
+
+@dataclass
+class Batch:
+    """A padded batch (tensors ``[B, T]``) and the example indices it holds."""
+
+    input_ids: Any
+    attention_mask: Any
+    position_ids: Any
+    prompt_mask: Any
+    response_mask: Any
+    indices: list[int]
+
+
+def messages_of(example: Any) -> list[dict] | None:
+    """The message list of a chat example, or ``None`` for a raw string."""
+    if isinstance(example, str):
+        return None
+    if isinstance(example, dict):
+        if "messages" in example:
+            return list(example["messages"])
+        raise InterpError(f"example dict needs a 'messages' key, got keys {sorted(example)}", field="examples")
+    if isinstance(example, (list, tuple)) and all(isinstance(m, dict) for m in example):
+        return list(example)
+    if hasattr(example, "messages"):
+        return list(example.messages)
+    raise InterpError(f"an example must be a string, a {{'messages': [...]}} dict or a ChatExample, "
+                      f"got {type(example).__name__}", field="examples")
+
+
+def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: int | None = None) -> Encoded:
+    """Tokenize one example with the chat template and mark prompt / response tokens."""
+    messages = messages_of(example)
+    if messages is None:
+        enc = tokenizer(example, add_special_tokens=True)
+        ids = list(enc["input_ids"])
+        flags = [True] * len(ids)
+        return _truncate(Encoded(ids, flags, list(flags)), max_length, index)
+    if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise InterpError(f"example {index}: messages must be a non-empty list of {{role, content}} dicts",
+                          field=f"examples[{index}].messages")
+    has_response = messages[-1]["role"] == "assistant"
+    prompt_msgs = messages[:-1] if has_response else messages
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    if has_response:
+        full_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        content = str(messages[-1]["content"])
+        start = full_text.rfind(content) if content else -1
+        if start < 0:
+            raise InterpError(f"example {index}: empty or unrenderable assistant response",
+                              field=f"examples[{index}].messages[-1].content")
+        end = start + len(content)
+        prompt_chars = len(prompt_text) if full_text.startswith(prompt_text) else start
+    else:
+        full_text, start, end, prompt_chars = prompt_text, -1, -1, len(prompt_text)
+    enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    offsets = enc["offset_mapping"]
+    prompt = [e <= prompt_chars for _, e in offsets]
+    response = [has_response and s < end and e > start for s, e in offsets]
+    if not any(prompt) and ids:
+        prompt[0] = True
+    return _truncate(Encoded(ids, prompt, response), max_length, index)
+
+
+def _truncate(enc: Encoded, max_length: int | None, index: int) -> Encoded:
+    if not enc.ids:
+        raise InterpError(f"example {index} tokenizes to nothing", field=f"examples[{index}]")
+    if max_length is None or len(enc.ids) <= max_length:
+        return enc
+    return Encoded(enc.ids[:max_length], enc.prompt[:max_length], enc.response[:max_length])
+
+
+def data_hash(examples: Sequence[Any]) -> str:
+    """Short sha256 of the examples' JSON form (recorded in artifact metadata)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        msgs = messages_of(ex)
+        h.update(json.dumps(ex if msgs is None else msgs, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def iter_batches(tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 8, padding_side: str = "right",
+                 max_length: int | None = None, device: Any = "cpu", sort_by_length: bool = True) -> Iterator[Batch]:
+    """Encode and pad examples into batches. Sorting by length keeps padding small;
+    ``Batch.indices`` says which original examples each batch row is."""
+    import torch
+
+    if padding_side not in ("left", "right"):
+        raise InterpError(f"padding_side must be 'left' or 'right', got {padding_side!r}", field="padding_side")
+    if batch_size < 1:
+        raise InterpError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+    encoded = [encode_example(tokenizer, ex, index=i, max_length=max_length) for i, ex in enumerate(examples)]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids)) if sort_by_length else list(range(len(encoded)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for b0 in range(0, len(order), batch_size):
+        idx = order[b0:b0 + batch_size]
+        rows = [encoded[i] for i in idx]
+        T = max(len(r.ids) for r in rows)
+        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+        att = torch.zeros((len(rows), T), dtype=torch.long)
+        pm = torch.zeros((len(rows), T), dtype=torch.bool)
+        rm = torch.zeros((len(rows), T), dtype=torch.bool)
+        for j, r in enumerate(rows):
+            n = len(r.ids)
+            sl = slice(0, n) if padding_side == "right" else slice(T - n, T)
+            ids[j, sl] = torch.tensor(r.ids)
+            att[j, sl] = 1
+            pm[j, sl] = torch.tensor(r.prompt)
+            rm[j, sl] = torch.tensor(r.response)
+        pos = (att.cumsum(1) - 1).clamp(min=0)
+        yield Batch(ids.to(device), att.to(device), pos.to(device), pm.to(device), rm.to(device), list(idx))
