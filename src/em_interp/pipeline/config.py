@@ -51,11 +51,14 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    """Passed to ``em_interp.train.TrainConfig``: ``method`` plus any of its fields in ``overrides``."""
+    """Fields of ``em_interp.train.TrainConfig`` (validated against it, with file:line errors).
 
-    method: Literal["lora", "rank1", "full"] = "lora"
+    ``model``, ``data``, ``output_dir`` and ``seed`` are set by the pipeline per arm and
+    seed. Rank-1 LoRA: ``overrides: {lora: {r: 1, target_modules: [mlp.down_proj], layers: [..]}}``;
+    checkpoints for training dynamics: ``overrides: {save_steps: N}`` with ``eval.checkpoints: true``.
+    """
+
     overrides: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int | None = None         # save checkpoints/step-N every N steps (training dynamics)
 
 
 @dataclass
@@ -142,7 +145,7 @@ class ProbeSection:
 
 @dataclass
 class MonitorSection:
-    """Projection monitoring across training checkpoints (needs train.checkpoint_every)."""
+    """Projection monitoring across training checkpoints (needs eval.checkpoints)."""
 
     enabled: bool = False
     arm: str | None = None
@@ -239,8 +242,15 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
         fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
-    if cfg.interp.monitor.enabled and not cfg.train.checkpoint_every:
-        fail("interp.monitor.enabled", "projection monitoring needs train.checkpoint_every")
+    if cfg.interp.monitor.enabled and not cfg.eval.checkpoints:
+        fail("interp.monitor.enabled", "projection monitoring needs eval.checkpoints: true")
+    reserved = {"model", "data", "output_dir", "seed"} & set(cfg.train.overrides)
+    if reserved:
+        key = sorted(reserved)[0]
+        fail(f"train.overrides.{key}", f"'{key}' is set by the pipeline per arm and seed; remove it")
+    from em_interp.train.config import TrainConfig   # light: no torch import
+
+    from_dict(TrainConfig, dict(cfg.train.overrides), file=path, lines=lines, prefix="train.overrides")
     needs_arm = cfg.interp.directions.enabled and cfg.interp.directions.method != "persona"
     if needs_arm and not names:
         fail("data.arms", "a model_diff / mean_diff direction needs at least one data arm")
