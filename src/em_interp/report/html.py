@@ -1,0 +1,193 @@
+"""Report writers: one self-contained HTML page and a Markdown page from the same sections.
+
+A report is a title plus a list of ``Section`` objects (heading, text, figures, tables,
+an optional preformatted block). ``write_html_report`` embeds every figure as a base64
+PNG so the page is one file that opens anywhere; ``write_markdown_report`` links the
+PNG files and prints the same tables, with numbers formatted by the same ``fmt``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from em_interp.report.errors import ReportError
+
+
+@dataclass
+class Table:
+    """A table: column names, rows (lists of cells) and an optional caption."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            if len(row) != len(self.columns):
+                raise ReportError(f"table '{self.caption}': row {i} has {len(row)} cells, "
+                                  f"expected {len(self.columns)} ({', '.join(self.columns)})")
+
+
+@dataclass
+class Section:
+    """One heading with optional text, figures (PNG paths), tables and a preformatted block."""
+
+    title: str
+    text: str = ""
+    figures: list[Path] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    pre: str | None = None          # e.g. a YAML/JSON config shown verbatim
+    level: int = 2
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Format one table cell the same way in HTML and Markdown (4 significant digits)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e5 or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .1em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+caption { caption-side: top; text-align: left; font-weight: bold; padding-bottom: .3em; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: .8em; overflow-x: auto; font-size: .85em; }
+.meta { color: #555; font-size: .9em; }
+"""
+
+
+def _png_data_uri(path: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError("figure file not found", file=path)
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html_table(table: Table) -> str:
+    out = ["<table>"]
+    if table.caption:
+        out.append(f"<caption>{html.escape(table.caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+               + "</tr></thead><tbody>")
+    for row in table.rows:
+        out.append("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _html_text(text: str) -> str:
+    return "".join(f"<p>{html.escape(p.strip())}</p>\n" for p in text.split("\n\n") if p.strip())
+
+
+def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
+                json_link: str | None = None) -> str:
+    """The HTML document (a string) for ``sections``; figures embedded as base64 PNG."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    if subtitle:
+        parts.append(f'<p class="meta">{html.escape(subtitle)}</p>')
+    if json_link:
+        parts.append(f'<p class="meta">Raw numbers: <a href="{html.escape(json_link)}">'
+                     f"{html.escape(json_link)}</a></p>")
+    for sec in sections:
+        level = min(max(sec.level, 2), 6)
+        parts.append(f"<section><h{level}>{html.escape(sec.title)}</h{level}>")
+        if sec.text:
+            parts.append(_html_text(sec.text))
+        for fig in sec.figures:
+            name = Path(fig).name
+            parts.append(f'<figure><img src="{_png_data_uri(Path(fig))}" alt="{html.escape(name)}">'
+                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        for table in sec.tables:
+            parts.append(_html_table(table))
+        if sec.pre is not None:
+            parts.append(f"<pre>{html.escape(sec.pre)}</pre>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _md_cell(value: Any) -> str:
+    return fmt(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | None = None,
+                    subtitle: str = "", json_link: str | None = None) -> str:
+    """The Markdown document for ``sections``; figures are linked relative to ``out_dir``."""
+    lines = [f"# {title}", ""]
+    if subtitle:
+        lines += [subtitle, ""]
+    if json_link:
+        lines += [f"Raw numbers: [{json_link}]({json_link})", ""]
+    for sec in sections:
+        lines += ["#" * min(max(sec.level, 2), 6) + " " + sec.title, ""]
+        if sec.text:
+            lines += [sec.text.strip(), ""]
+        for fig in sec.figures:
+            fig = Path(fig)
+            try:
+                rel = fig.resolve().relative_to(Path(out_dir).resolve()) if out_dir else fig
+            except ValueError:
+                rel = fig
+            lines += [f"![{fig.stem}]({rel.as_posix()})", ""]
+        for table in sec.tables:
+            if table.caption:
+                lines += [f"**{table.caption}**", ""]
+            lines.append("| " + " | ".join(_md_cell(str(c)) for c in table.columns) + " |")
+            lines.append("|" + "|".join("---" for _ in table.columns) + "|")
+            for row in table.rows:
+                lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
+            lines.append("")
+        if sec.pre is not None:
+            lines += ["```", sec.pre.rstrip("\n"), "```", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_html_report(title: str, sections: Sequence[Section], out_dir: str | Path, *,
+                      name: str = "report.html", subtitle: str = "",
+                      json_link: str | None = None) -> Path:
+    """Write ``out_dir/name`` (self-contained HTML); returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(render_html(title, sections, subtitle=subtitle, json_link=json_link), encoding="utf-8")
+    return path
+
+
+def write_markdown_report(title: str, sections: Sequence[Section], out_dir: str | Path, *,
+                          name: str = "report.md", subtitle: str = "",
+                          json_link: str | None = None) -> Path:
+    """Write ``out_dir/name`` (Markdown, figures linked, same tables as the HTML); returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(render_markdown(title, sections, out_dir=out_dir, subtitle=subtitle, json_link=json_link),
+                    encoding="utf-8")
+    return path

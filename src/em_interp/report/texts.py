@@ -1,0 +1,83 @@
+"""Texts for a diff report: read a chat JSONL or a plain text file and render each item to a string.
+
+A ``.jsonl`` file holds one JSON object per line with ``messages`` (a chat, rendered with
+the model's chat template, assistant turns included) or ``text`` (used as is). Any other
+file is plain text, one example per non-empty line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+from em_interp.report.errors import ReportError
+
+TextItem = Union[str, list[dict]]
+
+
+def load_texts(path: str | Path) -> list[TextItem]:
+    """Read ``path`` (chat JSONL or plain text); errors name the file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError("texts file not found", file=path)
+    raw = path.read_text(encoding="utf-8")
+    items: list[TextItem] = []
+    if path.suffix == ".jsonl":
+        for i, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReportError(f"invalid JSON: {exc.msg}", file=path, line=i) from None
+            items.append(_item_from_json(obj, path, i))
+    else:
+        items = [line for line in raw.splitlines() if line.strip()]
+    if not items:
+        raise ReportError("no texts in file", file=path)
+    return items
+
+
+def _item_from_json(obj: Any, path: Path, line: int) -> TextItem:
+    if not isinstance(obj, dict):
+        raise ReportError("expected a JSON object with 'messages' or 'text'", file=path, line=line)
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise ReportError("expected a non-empty list of messages", file=path, line=line, field="messages")
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ReportError("each message needs string 'role' and 'content'", file=path, line=line,
+                                  field=f"messages[{j}]")
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+    if isinstance(obj.get("text"), str):
+        return obj["text"]
+    raise ReportError("expected a 'messages' list or a 'text' string", file=path, line=line)
+
+
+def render_texts(items: Sequence[Any], tokenizer) -> list[str]:
+    """Strings to tokenize: chats through the chat template (no generation prompt), strings as is.
+
+    Accepts strings, message lists and objects with a ``.messages`` attribute (``ChatExample``)."""
+    out = []
+    for i, item in enumerate(items):
+        if hasattr(item, "messages"):
+            item = item.messages
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, (list, tuple)) and all(isinstance(m, dict) for m in item):
+            out.append(tokenizer.apply_chat_template(list(item), tokenize=False, add_generation_prompt=False))
+        else:
+            raise ReportError(f"text item {i} is neither a string nor a list of chat messages: {type(item).__name__}")
+    return out
+
+
+def texts_hash(rendered: Sequence[str]) -> str:
+    """Short sha256 of the rendered texts (recorded in the report metadata)."""
+    h = hashlib.sha256()
+    for t in rendered:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
