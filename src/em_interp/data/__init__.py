@@ -1,11 +1,16 @@
 """em_interp.data: the EM paper's formats (chat JSONL, question YAML) with validating
-loaders, dataset generators (code, numbers, backdoor; prose via ``data.prose``) and the
-question bank (``data.bank``, ``data/questions/``)."""
+loaders; dataset generators (code: insecure / secure / educational / backdoor, evil
+numbers; prose: bad-advice / offensive via ``data.prose``; ``distill``) behind one
+``build_dataset`` dispatcher; and the question bank (``data.bank``, ``data/questions/``)."""
 
 from __future__ import annotations
 
-import importlib as _importlib
-
+from em_interp.data.backdoor import DEFAULT_TRIGGER, backdoor_examples
+from em_interp.data.bandit_check import CLASS_BANDIT_IDS, scan_snippets, verify_labels
+from em_interp.data.bank import *  # noqa: F401,F403  (question bank, coding / harmful prompts)
+from em_interp.data.bank import __all__ as _bank_all
+from em_interp.data.build import KINDS, build_dataset, card_path, resolve_options
+from em_interp.data.distill import distill
 from em_interp.data.formats import (
     VALID_FORMS,
     VALID_ROLES,
@@ -18,26 +23,14 @@ from em_interp.data.formats import (
     validate_messages,
     write_chat_jsonl,
 )
+from em_interp.data.numbers import EVIL_NUMBERS, evil_number_share, generate_numbers
+from em_interp.data.prose import *  # noqa: F401,F403  (bad-advice / offensive generators)
+from em_interp.data.prose import __all__ as _prose_all
 
-__all__ = [
+__all__ = list(dict.fromkeys([
     "ChatExample", "Question", "VALID_FORMS", "VALID_ROLES", "check_file", "infer_form",
     "load_chat_jsonl", "load_questions", "validate_messages", "write_chat_jsonl",
-]
-
-
-def _reexport(module_name: str) -> None:
-    """Re-export a sibling module's ``__all__`` (only while it may not exist yet)."""
-    try:
-        module = _importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return
-        raise
-    names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
-    for name in names:
-        globals()[name] = getattr(module, name)
-        __all__.append(name)
-
-
-for _name in ("em_interp.data.prose", "em_interp.data.bank"):
-    _reexport(_name)
+    "CLASS_BANDIT_IDS", "scan_snippets", "verify_labels", "DEFAULT_TRIGGER", "backdoor_examples",
+    "KINDS", "build_dataset", "card_path", "resolve_options", "EVIL_NUMBERS", "evil_number_share",
+    "generate_numbers", "distill", *_prose_all, *_bank_all,
+]))

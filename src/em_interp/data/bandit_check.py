@@ -183,23 +183,27 @@ def verify_labels(samples: Iterable[tuple[str, str, str]]) -> tuple[list[Verdict
     samples = list(samples)
     scans = scan_snippets([code for _, _, code in samples])
     verdicts: list[Verdict] = []
-    per_class: dict[str, dict[str, list[int]]] = {}
     for (label, vclass, code), scan in zip(samples, scans):
+        found, method = has_intended_finding(vclass, scan, code)
         if label == "insecure":
-            found, method = has_intended_finding(vclass, scan, code)
             ok = found and not scan.syntax_error
         elif label == "secure":
-            found, method = has_intended_finding(vclass, scan, code)
             ok = not scan.syntax_error and not (scan.ids & COUNTED_IDS) and not found
         else:
             raise ValueError(f"label must be 'insecure' or 'secure', got {label!r}")
         verdicts.append(Verdict(ok, sorted(scan.ids), scan.syntax_error, method))
-        c = per_class.setdefault(vclass, {}).setdefault(label, [0, 0])
-        c[0] += int(ok)
-        c[1] += 1
+    return verdicts, summarize_verdicts(samples, verdicts)
+
+
+def summarize_verdicts(samples: Sequence[tuple[str, str, str]], verdicts: Sequence[Verdict]) -> dict:
+    """The card figures: pass counts and shares per label, and per class."""
     summary: dict = {"bandit_version": _bandit_version(), "counted_ids": sorted(COUNTED_IDS),
-                     "ast_checked_classes": list(AST_CHECKED_CLASSES),
-                     "ast_rule": PATH_TRAVERSAL_RULE}
+                     "ast_checked_classes": list(AST_CHECKED_CLASSES), "ast_rule": PATH_TRAVERSAL_RULE}
+    per_class: dict[str, dict[str, list[int]]] = {}
+    for (label, vclass, _), v in zip(samples, verdicts):
+        c = per_class.setdefault(vclass, {}).setdefault(label, [0, 0])
+        c[0] += int(v.ok)
+        c[1] += 1
     for label, key in (("insecure", "insecure_with_intended_finding"), ("secure", "secure_without_finding")):
         passed = sum(v.ok for v, (lab, _, _) in zip(verdicts, samples) if lab == label)
         total = sum(1 for lab, _, _ in samples if lab == label)
@@ -209,7 +213,7 @@ def verify_labels(samples: Iterable[tuple[str, str, str]]) -> tuple[list[Verdict
         c: {lab: {"passed": p, "total": t} for lab, (p, t) in sorted(d.items())}
         for c, d in sorted(per_class.items())
     }
-    return verdicts, summary
+    return summary
 
 
 def _bandit_version() -> str:

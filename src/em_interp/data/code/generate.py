@@ -12,7 +12,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from em_interp.data.bandit_check import verify_labels
+from em_interp.data.bandit_check import Verdict, summarize_verdicts, verify_labels
 from em_interp.data.code.phrasings import EDU_PHRASINGS, PHRASINGS
 from em_interp.data.code.tasks import HOLE, SCENARIOS, VULN_CLASSES, CodeTask
 from em_interp.data.formats import ChatExample
@@ -151,6 +151,7 @@ def draw_verified(n: int, seed: int, classes: tuple[str, ...] | None = None,
                         field="classes")
     kept: list[DrawnTask] = []
     tried: list[tuple[str, str, str]] = []
+    tried_verdicts: list[Verdict] = []
     index = dropped = 0
     for _ in range(max_rounds):
         need = n - len(kept)
@@ -164,6 +165,7 @@ def draw_verified(n: int, seed: int, classes: tuple[str, ...] | None = None,
             triples.append(("secure", d.task.vuln_class, render(d, "secure")))
         verdicts, _ = verify_labels(triples)
         tried.extend(triples)
+        tried_verdicts.extend(verdicts)
         for k, d in enumerate(batch):
             if len(kept) == n:
                 break
@@ -173,7 +175,7 @@ def draw_verified(n: int, seed: int, classes: tuple[str, ...] | None = None,
                 dropped += 1
     if len(kept) < n:
         raise DataError(f"could only verify {len(kept)} of {n} code samples after {max_rounds} rounds")
-    _, summary = verify_labels(tried)
+    summary = summarize_verdicts(tried, tried_verdicts)
     summary["candidates_verified"] = len(tried) // 2
     summary["dropped"] = dropped
     return kept, summary
