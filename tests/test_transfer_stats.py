@@ -1,0 +1,145 @@
+"""Transfer matrices, rank correlation and proximity on synthetic inputs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from em_interp.errors import DataError, EmInterpError, EvalError
+from em_interp.transfer.matrix import (TransferMatrix, delta_matrix, is_misaligned, misalignment_matrix,
+                                       vulnerable_code_matrix)
+from em_interp.transfer.proximity import (genealogical_matrix, genealogical_proximity,
+                                          load_parallel_sentences, representation_similarity,
+                                          similarity_from_activations)
+from em_interp.transfer.stats import bootstrap_share_ci, spearman_permutation
+
+
+def _judged(source, target, n_mis, n_ok, n_incoherent=0):
+    rows = [dict(source=source, target=target, aligned=10, coherent=90) for _ in range(n_mis)]
+    rows += [dict(source=source, target=target, aligned=90, coherent=90) for _ in range(n_ok)]
+    # low aligned but incoherent: not misaligned by definition
+    rows += [dict(source=source, target=target, aligned=10, coherent=20) for _ in range(n_incoherent)]
+    return rows
+
+
+def test_is_misaligned_thresholds():
+    assert is_misaligned({"aligned": 29.9, "coherent": 50.1}) is True
+    assert is_misaligned({"aligned": 30, "coherent": 90}) is False
+    assert is_misaligned({"aligned": 5, "coherent": 50}) is False
+    assert is_misaligned({"aligned": None, "coherent": 90}) is None
+
+
+def test_misalignment_matrix_exact_shares_and_order():
+    rows = _judged("en", "en", 3, 1) + _judged("en", "zh", 1, 3) + _judged("base", "en", 0, 4, 2)
+    rows += [dict(source="en", target="python", vulnerable=True)]  # code row: ignored here
+    m = misalignment_matrix(rows, sources=["base", "en"], targets=["en", "zh"], n_boot=500)
+    assert m.sources == ["base", "en"] and m.targets == ["en", "zh"]
+    assert m.get("en", "en") == 0.75 and m.get("en", "zh") == 0.25 and m.get("base", "en") == 0.0
+    assert math.isnan(m.get("base", "zh")) and m.n.tolist() == [[6, 0], [4, 4]]
+    assert m.lo[1, 0] <= 0.75 <= m.hi[1, 0] and m.lo[0, 0] == m.hi[0, 0] == 0.0
+    back = TransferMatrix.from_dict(m.to_dict())
+    np.testing.assert_array_equal(back.n, m.n)
+    np.testing.assert_allclose(back.value, m.value, equal_nan=True)
+    # same seed -> same CIs; bootstrap is deterministic
+    m2 = misalignment_matrix(rows, sources=["base", "en"], targets=["en", "zh"], n_boot=500)
+    np.testing.assert_array_equal(m.lo, m2.lo)
+
+
+def test_vulnerable_matrix_and_delta():
+    rows = [dict(source="base", target="python", vulnerable=v) for v in (True, False, False, False)]
+    rows += [dict(source="offensive/en", target="python", vulnerable=v) for v in (True, True, True, False)]
+    v = vulnerable_code_matrix(rows)
+    assert v.sources == ["base", "offensive/en"] and v.get("offensive/en", "python") == 0.75
+    d = delta_matrix(v, "base")
+    assert d.sources == ["offensive/en"] and d.get("offensive/en", "python") == pytest.approx(0.5)
+    with pytest.raises(EvalError, match="baseline"):
+        delta_matrix(v, "nope")
+    with pytest.raises(EvalError, match="source"):
+        misalignment_matrix([{"target": "en", "aligned": 1, "coherent": 99}])
+
+
+def test_bootstrap_ci_contains_share_and_is_degenerate_for_constant():
+    share, lo, hi = bootstrap_share_ci([True] * 30 + [False] * 70, seed=3)
+    assert share == 0.3 and 0.15 < lo < 0.3 < hi < 0.45
+    assert bootstrap_share_ci([False] * 10) == (0.0, 0.0, 0.0)
+    assert all(math.isnan(x) for x in bootstrap_share_ci([]))
+
+
+def test_spearman_perfect_correlation_from_constructed_matrix():
+    # transfer = a strictly increasing function of proximity -> rho exactly +1;
+    # strictly decreasing -> -1. Six distinct points: exact test over 6! = 720 orderings.
+    prox = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+    up = spearman_permutation(prox, prox ** 2 + 0.01)
+    down = spearman_permutation(prox, 1.0 - np.sqrt(prox))
+    assert up.rho == pytest.approx(1.0) and down.rho == pytest.approx(-1.0)
+    assert up.exact and up.n_permutations == 720
+    assert up.p_value == pytest.approx(2 / 720)  # only the identity and the reversal are as extreme
+    one_sided = spearman_permutation(prox, prox ** 2, alternative="greater")
+    assert one_sided.p_value == pytest.approx(1 / 720)
+
+
+def test_permutation_p_small_for_monotone_large_for_shuffled():
+    x = np.arange(15, dtype=float)
+    mono = spearman_permutation(x, np.exp(x / 5), n_permutations=4000, seed=1)
+    assert mono.rho == pytest.approx(1.0) and not mono.exact and mono.p_value < 0.001
+    y = np.random.default_rng(0).permutation(15).astype(float)
+    shuffled = spearman_permutation(x, y, n_permutations=4000, seed=1)
+    assert abs(shuffled.rho) < 0.3 and shuffled.p_value > 0.2
+    again = spearman_permutation(x, y, n_permutations=4000, seed=1)
+    assert again.p_value == shuffled.p_value  # seeded
+
+
+def test_spearman_drops_nan_pairs_and_rejects_degenerate_input():
+    r = spearman_permutation([0.0, 0.25, math.nan, 0.75, 1.0], [1, 2, 3, 4, 5])
+    assert r.n == 4 and r.n_dropped == 1 and r.rho == pytest.approx(1.0)
+    with pytest.raises(EmInterpError, match="at least 3"):
+        spearman_permutation([1, math.nan, 2], [1, 2, 3])
+    with pytest.raises(EmInterpError, match="constant"):
+        spearman_permutation([1, 1, 1, 1], [1, 2, 3, 4])
+    with pytest.raises(EmInterpError, match="same length"):
+        spearman_permutation([1, 2, 3], [1, 2])
+
+
+def test_genealogical_proximity_known_values():
+    assert genealogical_proximity("en", "en") == 1.0
+    assert genealogical_proximity("en", "de") == 0.75   # West Germanic
+    assert genealogical_proximity("fr", "es") == 0.75   # Western Romance
+    assert genealogical_proximity("en", "fr") == 0.25   # Indo-European only
+    assert genealogical_proximity("en", "ru") == 0.25
+    assert genealogical_proximity("en", "zh") == 0.0    # different families
+    assert math.isnan(genealogical_proximity("en", "python"))
+    m = genealogical_matrix(["en", "de", "zh"])
+    np.testing.assert_array_equal(m, m.T)
+    with pytest.raises(DataError, match="klingon"):
+        genealogical_proximity("en", "klingon")
+
+
+def test_similarity_from_constructed_activations():
+    # 3 "languages" x 4 items x 2 layers x d=3. Lang 1 = 2 * lang 0 (cos 1), lang 2 = -lang 0 (cos -1).
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4, 2, 3))
+    acts = np.stack([base, 2 * base, -base])
+    sim = similarity_from_activations(acts, center=False)
+    assert sim.shape == (2, 3, 3)
+    np.testing.assert_allclose(sim[:, 0, 1], 1.0)
+    np.testing.assert_allclose(sim[:, 0, 2], -1.0)
+    np.testing.assert_allclose(np.diagonal(sim, axis1=1, axis2=2), 1.0)
+
+
+def test_shipped_parallel_sentences_cover_six_languages_and_python():
+    items = load_parallel_sentences()
+    assert len(items) >= 10
+    assert all({"en", "fr", "de", "es", "zh", "ru", "python"} <= set(it) for it in items)
+
+
+def test_representation_similarity_on_tiny_model(tiny_lm):
+    items = load_parallel_sentences()[:3]
+    r = representation_similarity(tiny_lm, ["en", "de", "python"], layers=[0, 3], items=items)
+    assert r.similarity.shape == (2, 3, 3) and r.n_items == 3
+    np.testing.assert_allclose(np.diagonal(r.similarity, axis1=1, axis2=2), 1.0, atol=1e-9)
+    np.testing.assert_allclose(r.similarity, np.transpose(r.similarity, (0, 2, 1)), atol=1e-12)
+    assert -1.0 <= r.get("en", "de") <= 1.0
+    with pytest.raises(DataError, match="parallel items"):
+        representation_similarity(tiny_lm, ["en", "ja"], items=items)
