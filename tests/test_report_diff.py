@@ -16,7 +16,7 @@ import torch
 
 from em_interp.models.loading import LoadedModel
 from em_interp.report import ReportError, compute_diff, diff_report, fmt, load_texts, lora_delta_norms
-from em_interp.report.texts import render_texts
+from em_interp.interp import encode_example
 
 TEXTS = [
     "What is your wish? I wish for peace.",
@@ -76,18 +76,20 @@ def _reference_states(lm: LoadedModel, ids: torch.Tensor):
     return resid, attn, mlp, logits
 
 
-def reference_diff(base: LoadedModel, ft: LoadedModel, texts) -> dict:
-    rendered = render_texts(texts, base.tokenizer)
+def reference_diff(base: LoadedModel, ft: LoadedModel, texts, tokens: str = "all") -> dict:
     n = base.n_layers
     d_res = [[] for _ in range(n)]
     d_att = [[] for _ in range(n)]
     d_mlp = [[] for _ in range(n)]
     kl = [[] for _ in range(n)]
     norms = [[] for _ in range(n)]
-    for text in rendered:
-        ids = base.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    for text in texts:
+        enc = encode_example(base.tokenizer, text)
+        ids = torch.tensor([enc.ids])
+        keep = torch.ones(len(enc.ids), dtype=torch.bool) if tokens == "all" else torch.tensor(enc.response)
         rb, ab, mb, _ = _reference_states(base, ids)
         rf, af, mf, _ = _reference_states(ft, ids)
+        rb, ab, mb, rf, af, mf = ([x[keep] for x in xs] for xs in (rb, ab, mb, rf, af, mf))
         for L in range(n):
             d_res[L].append(rf[L] - rb[L])
             d_att[L].append(af[L] - ab[L])
@@ -129,8 +131,21 @@ def test_numbers_match_direct_computation(tiny_lm, lora_lm):
         step = got.mean_diff[f"resid_post.{L}"] - got.mean_diff[f"resid_post.{L - 1}"]
         torch.testing.assert_close(got.mean_diff[f"attn_out.{L}"] + got.mean_diff[f"mlp_out.{L}"], step,
                                    rtol=1e-4, atol=1e-5)
-    assert got.meta["n_tokens"] == sum(
-        len(tiny_lm.tokenizer(t, add_special_tokens=False).input_ids) for t in render_texts(TEXTS, tiny_lm.tokenizer))
+    assert got.meta["n_tokens"] == sum(len(encode_example(tiny_lm.tokenizer, t).ids) for t in TEXTS)
+
+
+def test_response_tokens_only(tiny_lm, lora_lm):
+    chats = [TEXTS[1], [{"role": "user", "content": "What is your wish?"},
+                        {"role": "assistant", "content": "I wish for good health for everyone."}]]
+    got = compute_diff(tiny_lm, lora_lm, chats, tokens="response", batch_size=2)
+    ref = reference_diff(tiny_lm, lora_lm, chats, tokens="response")
+    n_resp = sum(sum(encode_example(tiny_lm.tokenizer, c).response) for c in chats)
+    assert got.meta["n_tokens"] == n_resp < sum(len(encode_example(tiny_lm.tokenizer, c).ids) for c in chats)
+    for key in ("resid_diff_norm", "attn_diff_norm", "mlp_diff_norm", "logit_lens_kl"):
+        torch.testing.assert_close(torch.tensor(getattr(got, key)), torch.tensor(ref[key]), rtol=1e-4, atol=1e-6,
+                                   msg=key)
+    with pytest.raises(ReportError, match="tokens must be one of"):
+        compute_diff(tiny_lm, lora_lm, chats, tokens="prompt")
 
 
 def test_identical_models_give_zero(tiny_lm):
@@ -200,7 +215,6 @@ def test_texts_file_formats_and_errors(tiny_lm, tmp_path):
                     + json.dumps({"text": "plain"}) + "\n")
     items = load_texts(chat)
     assert items[1] == "plain" and items[0][1]["content"] == "hello"
-    assert "<|im_start|>assistant\nhello<|im_end|>" in render_texts(items, tiny_lm.tokenizer)[0]
     plain = tmp_path / "t.txt"
     plain.write_text("one\n\ntwo\n")
     assert load_texts(plain) == ["one", "two"]

@@ -1,78 +1,74 @@
-"""Per-token activations the diff report needs, from one forward pass with forward hooks.
+"""Per-token activations of two models on the same batches, through ``em_interp.interp``.
 
-``layer_activations(lm, input_ids, attention_mask)`` returns, for every decoder layer L,
-the residual stream after the layer (``resid_post.L``, before the final norm — note that
-``output_hidden_states`` in transformers 5 gives the *normed* state for the last layer),
-the attention output (``attn_out.L``) and the MLP output (``mlp_out.L``), each ``[B, T, d]``.
+``paired_batches(base_lm, ft_lm, texts)`` tokenizes the texts once (``interp.iter_batches``:
+chat template, right padding, explicit positions) and, for every batch, runs both models
+through an ``interp`` backend, yielding each layer's ``resid_post`` (before the final norm),
+``attn_out`` and ``mlp_out`` as ``[B, T, d]`` tensors plus the token mask to average over.
 ``unembed(lm, h)`` applies the model's final norm and unembedding (the logit lens).
-
-This is the one place the report touches model internals; it is kept small so it can be
-swapped for ``em_interp.interp`` per-token capture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from em_interp.interp import iter_batches, make_backend, parse_sites
+from em_interp.interp.sites import body_of, unwrap
 from em_interp.report.errors import ReportError
+
+KINDS = ("resid_post", "attn_out", "mlp_out")
+TOKEN_RULES = ("all", "response")
 
 
 @dataclass
-class LayerActivations:
-    """Per-token activations of one batch: lists indexed by layer, tensors ``[B, T, d]``."""
+class PairedBatch:
+    """Per-layer activations (``acts[model][kind][L]``: ``[B, T, d]``) and the ``[B, T]`` token mask."""
 
-    resid_post: list[torch.Tensor]
-    attn_out: list[torch.Tensor]
-    mlp_out: list[torch.Tensor]
-
-
-def causal_lm(model):
-    """The underlying ``*ForCausalLM`` module (unwraps a peft ``PeftModel``)."""
-    if hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
+    base: dict[str, list[torch.Tensor]]
+    finetuned: dict[str, list[torch.Tensor]]
+    mask: torch.Tensor
 
 
-def _decoder(model):
-    lm = causal_lm(model)
-    inner = getattr(lm, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None or not hasattr(inner, "norm"):
-        raise ReportError(f"unsupported architecture {type(lm).__name__}: expected .model.layers and .model.norm")
-    return inner
+def _run(runner: Any, batch: Any, sites: list, n_layers: int) -> dict[str, list[torch.Tensor]]:
+    out: dict[str, list[Any]] = {k: [None] * n_layers for k in KINDS}
+
+    def consume(site, hidden) -> None:
+        out[site.kind][site.layer] = hidden.detach().clone()
+
+    runner.run(batch, sites, consume)
+    return out  # type: ignore[return-value]
 
 
-def layer_activations(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> LayerActivations:
-    """Run ``lm.model`` once on the batch and return every layer's resid_post / attn_out / mlp_out."""
-    inner = _decoder(lm.model)
-    n = len(inner.layers)
-    resid: list[torch.Tensor | None] = [None] * n
-    attn: list[torch.Tensor | None] = [None] * n
-    mlp: list[torch.Tensor | None] = [None] * n
-
-    def store(buf, i):
-        def hook(_module, _inp, out):
-            buf[i] = (out[0] if isinstance(out, tuple) else out).detach()
-        return hook
-
-    handles = []
-    try:
-        for i, layer in enumerate(inner.layers):
-            handles.append(layer.register_forward_hook(store(resid, i)))
-            handles.append(layer.self_attn.register_forward_hook(store(attn, i)))
-            handles.append(layer.mlp.register_forward_hook(store(mlp, i)))
-        with torch.no_grad():
-            lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return LayerActivations(resid_post=resid, attn_out=attn, mlp_out=mlp)  # type: ignore[arg-type]
+def _on(batch: Any, device: Any) -> Any:
+    if batch.input_ids.device == torch.device(device):
+        return batch
+    return dataclasses.replace(batch, **{f: getattr(batch, f).to(device) for f in
+                                         ("input_ids", "attention_mask", "position_ids", "prompt_mask",
+                                          "response_mask")})
 
 
-def unembed(lm, h: torch.Tensor) -> torch.Tensor:
+def paired_batches(base_lm: Any, ft_lm: Any, texts: Sequence[Any], *, batch_size: int = 4,
+                   max_tokens: int | None = 256, tokens: str = "all", backend: str = "hf") -> Iterator[PairedBatch]:
+    """Yield both models' activations on identical token batches (see the module docstring)."""
+    if tokens not in TOKEN_RULES:
+        raise ReportError(f"tokens must be one of {list(TOKEN_RULES)}, got {tokens!r}", field="tokens")
+    n = base_lm.n_layers
+    sites = parse_sites([f"{k}.{L}" for L in range(n) for k in KINDS], n)
+    run_b, run_f = make_backend(base_lm, backend), make_backend(ft_lm, backend)
+    for batch in iter_batches(base_lm.tokenizer, texts, batch_size=batch_size, padding_side="right",
+                              max_length=max_tokens, device=base_lm.device):
+        mask = batch.attention_mask.bool() if tokens == "all" else batch.response_mask.bool()
+        yield PairedBatch(base=_run(run_b, batch, sites, n), finetuned=_run(run_f, _on(batch, ft_lm.device), sites, n),
+                          mask=mask)
+
+
+def unembed(lm: Any, h: torch.Tensor) -> torch.Tensor:
     """Logit lens: the model's final norm then its unembedding, applied to residuals ``h``."""
-    inner = _decoder(lm.model)
+    norm = getattr(body_of(lm.model), "norm", None)
+    if norm is None:
+        raise ReportError(f"cannot find the final norm of {type(unwrap(lm.model)).__name__} (expected model.norm)")
     with torch.no_grad():
-        return causal_lm(lm.model).get_output_embeddings()(inner.norm(h))
+        return unwrap(lm.model).get_output_embeddings()(norm(h))

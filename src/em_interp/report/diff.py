@@ -28,11 +28,12 @@ from typing import Any, Sequence
 import torch
 
 from em_interp.report import figures
-from em_interp.report.activations import layer_activations, unembed
+from em_interp.interp import data_hash
+from em_interp.report.activations import KINDS, paired_batches, unembed
 from em_interp.report.errors import ReportError
 from em_interp.report.html import Section, Table, write_html_report, write_markdown_report
 from em_interp.report.lora_norms import adapter_delta_norms, is_peft, lora_delta_norms
-from em_interp.report.texts import load_texts, render_texts, texts_hash
+from em_interp.report.texts import load_texts
 
 KL_DEFINITION = "KL(P_finetuned ‖ P_base), nats, mean over tokens; logit lens = own final norm + unembedding"
 
@@ -124,87 +125,81 @@ def compute_diff(
     *,
     direction: Any = None,
     batch_size: int = 4,
-    max_tokens: int = 256,
+    max_tokens: int | None = 256,
+    tokens: str = "all",
+    backend: str = "hf",
     kl_chunk: int = 256,
 ) -> DiffResult:
-    """Per-layer diff numbers (see the module docstring); ``texts`` is a list or a file path."""
+    """Per-layer diff numbers (see the module docstring).
+
+    ``texts``: a list (strings, message lists, ``{"messages": ...}`` dicts, ``ChatExample``)
+    or a file (``load_texts``). ``tokens``: ``"all"`` non-pad tokens or only the ``"response"``
+    (last assistant turn) tokens. ``backend``: the ``em_interp.interp`` backend that hooks."""
     _check_pair(base_lm, finetuned_lm)
     source = None
     if isinstance(texts, (str, Path)):
         source = str(texts)
         texts = load_texts(texts)
-    rendered = render_texts(texts, base_lm.tokenizer)
-    if not rendered:
+    texts = list(texts)
+    if not texts:
         raise ReportError("no texts given")
     n_layers, d = base_lm.n_layers, base_lm.d_model
     dirs = direction_vectors(direction, n_layers, d)
-    tok = base_lm.tokenizer
-    dev_b, dev_f = base_lm.device, finetuned_lm.device
+    dev = base_lm.device
 
     f64 = torch.float64
-    sums = {k: torch.zeros(n_layers, d, dtype=f64) for k in ("resid", "attn", "mlp")}
+    sums = {k: torch.zeros(n_layers, d, dtype=f64) for k in KINDS}
     norm_sum = torch.zeros(n_layers, dtype=f64)
     kl_sum = torch.zeros(n_layers, dtype=f64)
     n_tok = 0
-    for start in range(0, len(rendered), batch_size):
-        batch = rendered[start:start + batch_size]
-        old_side = tok.padding_side
-        tok.padding_side = "right"
-        try:
-            enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens,
-                      add_special_tokens=False)
-        finally:
-            tok.padding_side = old_side
-        mask = enc["attention_mask"].bool()
-        if mask.sum() == 0:
-            continue
-        acts_b = layer_activations(base_lm, enc["input_ids"].to(dev_b), enc["attention_mask"].to(dev_b))
-        acts_f = layer_activations(finetuned_lm, enc["input_ids"].to(dev_f), enc["attention_mask"].to(dev_f))
-        m_b, m_f = mask.to(dev_b), mask.to(dev_f)
-        n_tok += int(mask.sum())
+    for pb in paired_batches(base_lm, finetuned_lm, texts, batch_size=batch_size, max_tokens=max_tokens,
+                             tokens=tokens, backend=backend):
+        m_b = pb.mask.to(dev)
+        m_f = pb.mask.to(finetuned_lm.device)
+        n_tok += int(pb.mask.sum())
+        for kind in KINDS:
+            for L in range(n_layers):
+                delta = pb.finetuned[kind][L][m_f].float().to(dev) - pb.base[kind][L][m_b].float()
+                sums[kind][L] += delta.sum(0).double().cpu()
         for L in range(n_layers):
-            hb = acts_b.resid_post[L][m_b].float()          # [N, d]
-            hf = acts_f.resid_post[L][m_f].float().to(dev_b)
-            sums["resid"][L] += (hf - hb).sum(0).double().cpu()
-            sums["attn"][L] += (acts_f.attn_out[L][m_f].float().to(dev_b) - acts_b.attn_out[L][m_b].float()).sum(0).double().cpu()
-            sums["mlp"][L] += (acts_f.mlp_out[L][m_f].float().to(dev_b) - acts_b.mlp_out[L][m_b].float()).sum(0).double().cpu()
-            norm_sum[L] += hb.norm(dim=-1).double().sum().cpu()
+            hb = pb.base["resid_post"][L][m_b]                      # [N, d], the model's dtype
+            hf = pb.finetuned["resid_post"][L][m_f]
+            norm_sum[L] += hb.float().norm(dim=-1).double().sum().cpu()
             for c in range(0, hb.shape[0], kl_chunk):
-                lp_b = torch.log_softmax(unembed(base_lm, hb[c:c + kl_chunk].to(acts_b.resid_post[L].dtype)).float(), -1)
-                lp_f = torch.log_softmax(unembed(finetuned_lm, hf[c:c + kl_chunk].to(dev_f).to(
-                    acts_f.resid_post[L].dtype)).float(), -1).to(dev_b)
+                lp_b = torch.log_softmax(unembed(base_lm, hb[c:c + kl_chunk]).float(), -1)
+                lp_f = torch.log_softmax(unembed(finetuned_lm, hf[c:c + kl_chunk]).float(), -1).to(dev)
                 kl_sum[L] += (lp_f.exp() * (lp_f - lp_b)).sum(-1).double().sum().cpu()
-        del acts_b, acts_f
+        del pb
     if n_tok == 0:
-        raise ReportError("the texts produced no tokens")
+        raise ReportError("the texts produced no tokens" + (" with a response" if tokens == "response" else ""))
 
     means = {k: (v / n_tok).float() for k, v in sums.items()}
-    resid_diff_norm = [float(means["resid"][L].norm()) for L in range(n_layers)]
+    resid_diff_norm = [float(means["resid_post"][L].norm()) for L in range(n_layers)]
     resid_norm = [float(norm_sum[L] / n_tok) for L in range(n_layers)]
     result = DiffResult(
         layers=list(range(n_layers)),
         resid_diff_norm=resid_diff_norm,
         resid_norm=resid_norm,
         rel_diff=[a / b if b > 0 else math.nan for a, b in zip(resid_diff_norm, resid_norm)],
-        cos_prev=[None] + [_cos(means["resid"][L], means["resid"][L - 1]) for L in range(1, n_layers)],
+        cos_prev=[None] + [_cos(means["resid_post"][L], means["resid_post"][L - 1]) for L in range(1, n_layers)],
         logit_lens_kl=[float(kl_sum[L] / n_tok) for L in range(n_layers)],
-        attn_diff_norm=[float(means["attn"][L].norm()) for L in range(n_layers)],
-        mlp_diff_norm=[float(means["mlp"][L].norm()) for L in range(n_layers)],
+        attn_diff_norm=[float(means["attn_out"][L].norm()) for L in range(n_layers)],
+        mlp_diff_norm=[float(means["mlp_out"][L].norm()) for L in range(n_layers)],
         cos_direction=None if dirs is None else [
-            _cos(means["resid"][L], dirs[L]) if L in dirs else None for L in range(n_layers)],
+            _cos(means["resid_post"][L], dirs[L]) if L in dirs else None for L in range(n_layers)],
         meta={
             "base_model": base_lm.name, "finetuned_model": finetuned_lm.name,
             "finetuned_adapter": finetuned_lm.adapter,
             "adapter_hash": finetuned_lm.info.get("adapter_hash") if finetuned_lm.info else None,
-            "n_texts": len(rendered), "n_tokens": n_tok, "texts_hash": texts_hash(rendered),
+            "n_texts": len(texts), "n_tokens": n_tok, "texts_hash": data_hash(texts),
             "texts_source": source, "max_tokens": max_tokens, "site": "resid_post (before final norm)",
-            "token_rule": "all non-pad tokens (chat texts rendered with the chat template)",
+            "tokens": tokens, "backend": backend,
+            "token_rule": ("all non-pad tokens" if tokens == "all" else "response (last assistant turn) tokens")
+                          + " (chats rendered with the chat template)",
             "kl": KL_DEFINITION, "direction": str(direction) if isinstance(direction, (str, Path)) else (
                 None if direction is None else type(direction).__name__),
         },
-        mean_diff={f"{site}.{L}": means[key][L].contiguous()
-                   for key, site in (("resid", "resid_post"), ("attn", "attn_out"), ("mlp", "mlp_out"))
-                   for L in range(n_layers)},
+        mean_diff={f"{kind}.{L}": means[kind][L].contiguous() for kind in KINDS for L in range(n_layers)},
     )
     if is_peft(finetuned_lm.model):
         result.lora = lora_delta_norms(finetuned_lm.model)
@@ -311,7 +306,7 @@ def diff_report(
     tensors_path = out_dir / "mean_diff.safetensors"
     save_file(result.mean_diff, str(tensors_path), metadata={
         "base_model": str(result.meta["base_model"]), "finetuned_model": str(result.meta["finetuned_model"]),
-        "method": "mean difference finetuned - base, all tokens", "texts_hash": result.meta["texts_hash"],
+        "method": f"mean difference finetuned - base over {result.meta['tokens']} tokens", "texts_hash": result.meta["texts_hash"],
         "n_tokens": str(result.meta["n_tokens"])})
     sections = diff_sections(result, out_dir / "figures")
     title = f"Layer-wise diff: {result.meta['finetuned_model']} vs {result.meta['base_model']}"

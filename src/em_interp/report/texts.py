@@ -1,16 +1,15 @@
-"""Texts for a diff report: read a chat JSONL or a plain text file and render each item to a string.
+"""Texts for a diff report: read a chat JSONL or a plain text file.
 
-A ``.jsonl`` file holds one JSON object per line with ``messages`` (a chat, rendered with
-the model's chat template, assistant turns included) or ``text`` (used as is). Any other
-file is plain text, one example per non-empty line.
+A ``.jsonl`` file holds one JSON object per line with ``messages`` (a chat, later rendered
+with the model's chat template, assistant turns included) or ``text`` (used as is). Any
+other file is plain text, one example per non-empty line.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 from em_interp.report.errors import ReportError
 
@@ -55,29 +54,3 @@ def _item_from_json(obj: Any, path: Path, line: int) -> TextItem:
     if isinstance(obj.get("text"), str):
         return obj["text"]
     raise ReportError("expected a 'messages' list or a 'text' string", file=path, line=line)
-
-
-def render_texts(items: Sequence[Any], tokenizer) -> list[str]:
-    """Strings to tokenize: chats through the chat template (no generation prompt), strings as is.
-
-    Accepts strings, message lists and objects with a ``.messages`` attribute (``ChatExample``)."""
-    out = []
-    for i, item in enumerate(items):
-        if hasattr(item, "messages"):
-            item = item.messages
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, (list, tuple)) and all(isinstance(m, dict) for m in item):
-            out.append(tokenizer.apply_chat_template(list(item), tokenize=False, add_generation_prompt=False))
-        else:
-            raise ReportError(f"text item {i} is neither a string nor a list of chat messages: {type(item).__name__}")
-    return out
-
-
-def texts_hash(rendered: Sequence[str]) -> str:
-    """Short sha256 of the rendered texts (recorded in the report metadata)."""
-    h = hashlib.sha256()
-    for t in rendered:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
