@@ -55,7 +55,7 @@ PATH_TRAVERSAL_RULE = (
     "opens or serves a file (open, send_file, send_from_directory, shutil.copy*, "
     "Path(...).read_text/read_bytes/open/write_text/write_bytes/unlink) and calls none of "
     "the containment checks os.path.basename, werkzeug secure_filename, os.path.commonpath, "
-    "Path.is_relative_to, or os.path.realpath/abspath followed by str.startswith."
+    "Path.is_relative_to, or os.path.realpath/abspath/Path.resolve together with str.startswith."
 )
 
 

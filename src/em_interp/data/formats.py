@@ -115,7 +115,7 @@ def load_chat_jsonl(path: str | Path, *, require_assistant: bool = True) -> list
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw)
+                obj = json.loads(raw.strip())
             except json.JSONDecodeError as exc:
                 raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
             if not isinstance(obj, dict):
