@@ -1,0 +1,70 @@
+"""`em-interp train CONFIG.yaml [--seeds 0 1 2] [--out DIR] [--resume]`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from em_interp.errors import ConfigError
+
+
+def _parse_seeds(first: Optional[str], rest: list[str]) -> list[int] | None:
+    """``--seeds 0 1 2`` (click hands over ``0`` and leaves ``1 2`` as extra arguments) or ``--seeds 0,1,2``."""
+    if first is None:
+        if rest:
+            raise ConfigError(f"unexpected arguments {rest}; did you mean --seeds {' '.join(rest)}?", field="seeds")
+        return None
+    values = [v for item in [first, *rest] for v in item.split(",") if v.strip()]
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ConfigError(f"seeds must be integers, got {values}", field="seeds") from None
+
+
+def train_cmd(
+    config: Path = typer.Argument(..., help="Train config YAML (fields of TrainConfig, or a 'train:' section)."),
+    more_seeds: Optional[List[str]] = typer.Argument(None, hidden=True),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="One run per seed: --seeds 0 1 2 (-> OUT/seed-N/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (overrides output_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a partial run; finished runs are skipped."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Chat JSONL (overrides data)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (overrides model)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Finetune (LoRA, rank-1 LoRA or full) with assistant-only loss; prints the output folders."""
+    from dataclasses import replace
+
+    from em_interp.train.config import load_train_config
+    from em_interp.train.loop import train, train_seeds
+
+    seed_list = _parse_seeds(seeds, list(more_seeds or []))
+    cfg = load_train_config(config)
+    overrides: dict = {}
+    if out is not None:
+        overrides["output_dir"] = str(out)
+    if data is not None:
+        overrides["data"] = str(data)
+    if model is not None:
+        overrides["model"] = model
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    if no_progress:
+        overrides["progress"] = False
+    cfg = replace(cfg, **overrides)
+    results = train_seeds(cfg, seed_list, resume=resume) if seed_list else [train(cfg, resume=resume)]
+    for r in results:
+        curve = r.metadata.get("loss_curve") or []
+        summary = {"output_dir": str(r.output_dir), "seed": r.metadata.get("seed"),
+                   "steps": r.metadata.get("steps"), "skipped": r.skipped,
+                   "first_loss": curve[0]["loss"] if curve else None,
+                   "last_loss": curve[-1]["loss"] if curve else None,
+                   "tokens_per_s": r.metadata.get("tokens_per_s")}
+        typer.echo(json.dumps(summary))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
