@@ -253,33 +253,38 @@ def random_like(direction: Any, seed: int):
     return random_direction_like(direction, seed=seed)
 
 
-def projection_shift(base_lm: Any, lm: Any, direction: Any, texts: list[Any], layer: int) -> float:
-    """Mean activation of ``lm`` minus ``base_lm`` on ``texts``, projected on the unit direction at ``layer``."""
-    from em_interp.interp import capture
+def steering_point(lm: Any, direction: Any, alpha: float, layer: int, rows_path: Path,
+                   eval_fn: Any) -> dict[str, Any]:
+    """One (layer, alpha) point of ``interp.steering_sweep`` (rows appended to ``rows_path``;
+    points already there are not recomputed)."""
+    from em_interp.interp import steering_sweep
 
-    site = f"{direction.site_kind}.{layer}"
-    a = capture(lm, texts, [site], reduce=direction.reduce)[site]
-    b = capture(base_lm, texts, [site], reduce=direction.reduce)[site]
-    v = direction.vector(layer)
-    return float(((a - b) @ v) / (v.norm() + 1e-12))
+    return steering_sweep(lm, direction, [alpha], [layer], eval_fn, out_path=rows_path)[0]
 
 
-def correlations(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float | None]:
-    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return {"pearson": None, "spearman": None}
-    from scipy.stats import pearsonr, spearmanr
+def projection_monitor(base_lm: Any, checkpoints: dict[int, Path], direction: Any, texts: list[Any],
+                       em_rates: dict[int, float], layer: int, loader: Any) -> dict[str, Any]:
+    """``interp.monitor.projection_monitor`` over ``{step: adapter folder}``."""
+    from em_interp.interp.monitor import projection_monitor as _monitor
 
-    return {"pearson": float(pearsonr(xs, ys)[0]), "spearman": float(spearmanr(xs, ys)[0])}
+    return _monitor(base_lm, checkpoints, direction, texts, em_rates, layer=layer, site_kind=direction.site_kind,
+                    reduce=direction.reduce, loader=loader)
 
 
 def train_probes(lm: Any, pos: list[Any], neg: list[Any], layers: list[int], site: str, folds: int,
                  out_dir: Path) -> dict[str, Any]:
-    """Per-layer logistic probes with cross-validated accuracy (interp's probes)."""
-    from em_interp.interp import train_probes as _train_probes
+    """Per-layer logistic probes with k-fold accuracy (interp.probes), saved under ``out_dir``."""
+    from em_interp.interp import capture
+    from em_interp.interp.probes import save_probes, train_probes as _train
 
-    res = _train_probes(lm, pos, neg, layers=layers, site_kind=site, cv=folds, out_dir=out_dir)
-    return {"layers": list(res["layers"]), "accuracy": [float(a) for a in res["accuracy"]],
-            "std": [float(s) for s in res.get("std", [0.0] * len(res["layers"]))]}
+    sites = [f"{site}.{layer}" for layer in layers]
+    P = capture(lm, pos, sites, per_example=True).per_example
+    N = capture(lm, neg, sites, per_example=True).per_example
+    probe_set = _train(P, N, folds=folds, meta={"model": lm.name, "site_kind": site})
+    save_probes(probe_set, out_dir)
+    by_layer = probe_set.accuracy_by_layer()
+    return {"layers": [int(r[0]) for r in by_layer], "accuracy": [float(r[1]) for r in by_layer],
+            "std": [float(r[2]) for r in by_layer]}
 
 
 # ----------------------------------------------------------------------------- report

@@ -10,7 +10,6 @@ readable and the seams are in one place.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -315,23 +314,23 @@ def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, An
     layer = mon.layer if mon.layer is not None else layers[len(layers) // 2]
     summ = eval_summary(ctx)["models"]
     texts = [t["messages"] for t in read_jsonl_conversations(ctx.stage_dir / "texts.jsonl")]
-    base_lm = load(ctx)
     steps = sorted((t for t in finetuned_targets(ctx, checkpoints=True)
                     if t["arm"] == arm and t["seed"] == seed and t["step"] is not None), key=lambda t: t["step"])
-    final = find_target(ctx, arm, seed)
-    rows = []
-    for t in steps + [{**final, "step": None}]:
-        lm = load(ctx, t)
-        proj = api.projection_shift(base_lm, lm, direction, texts, layer)
-        ov = summ.get(t["key"], {}).get("overall", {})
-        rows.append({"step": t["step"] if t["step"] is not None else "final", "projection": proj,
-                     "misaligned_share": ov.get("misaligned_share"), "ci_low": ov.get("ci_low"),
-                     "ci_high": ov.get("ci_high")})
-    num = [r for r in rows if isinstance(r["step"], int) and r["misaligned_share"] is not None]
-    stats = api.correlations([r["projection"] for r in num], [r["misaligned_share"] for r in num])
-    out = {"arm": arm, "seed": seed, "layer": layer, "rows": rows, **stats}
-    write_json_atomic(ctx.stage_dir / "dynamics.json", out)
-    return {"checkpoints": len(steps), **stats}
+    steps = [t for t in steps if summ.get(t["key"], {}).get("overall", {}).get("misaligned_share") is not None]
+    if not steps:
+        raise EmInterpError(f"no evaluated checkpoints of arm {arm!r}: set train.overrides.save_steps and "
+                            "eval.checkpoints: true", field="interp.monitor")
+    overall = {t["step"]: summ[t["key"]]["overall"] for t in steps}
+    res = api.projection_monitor(load(ctx), {t["step"]: ctx.run_dir / t["adapter"] for t in steps}, direction,
+                                 texts, {s: o["misaligned_share"] for s, o in overall.items()}, layer,
+                                 loader=lambda folder: load(ctx, {"adapter": str(Path(folder).relative_to(ctx.run_dir))}))
+    rows = [{"step": r["checkpoint"], "projection": r["shift"], "misaligned_share": r["em_rate"],
+             "ci_low": overall[r["checkpoint"]].get("ci_low"), "ci_high": overall[r["checkpoint"]].get("ci_high")}
+            for r in res["rows"]]
+    stats = {"pearson": res.get("pearson"), "spearman": res.get("spearman")}
+    write_json_atomic(ctx.stage_dir / "dynamics.json", {"arm": arm, "seed": seed, "layer": layer, "rows": rows,
+                                                         **stats})
+    return {"checkpoints": len(rows), **stats}
 
 
 def read_jsonl_conversations(path: Path) -> list[dict[str, Any]]:
@@ -368,17 +367,13 @@ def stage_steering(ctx: RunContext) -> dict[str, Any]:
     qs, samples, mnt = _eval_settings(ctx, sc)
     judge = api.load_judge(cfg.eval.judge, cfg.eval.judge_options)
     rows_path = ctx.stage_dir / "rows.jsonl"
-    done = {(r["layer"], r["alpha"]) for r in api.read_rows(rows_path)} if rows_path.exists() else set()
     (ctx.stage_dir / "answers").mkdir(exist_ok=True)
     grid = [(layer, float(alpha)) for layer in layers for alpha in sc.alphas]
     for i, (layer, alpha) in enumerate(grid, start=1):
-        if (layer, alpha) in done:
-            continue
         ctx.log(f"[{i}/{len(grid)}] layer {layer} alpha {alpha:g}")
-        with api.steer(lm, direction, alpha, [layer]):
-            ov = _judged_row(ctx, lm, qs, judge, ctx.stage_dir / "answers" / f"L{layer}_a{alpha:g}.jsonl",
-                             samples, mnt)
-        api.append_jsonl(rows_path, {"target": sc.target, "layer": layer, "alpha": alpha, **ov})
+        answers = ctx.stage_dir / "answers" / f"L{layer}_a{alpha:g}.jsonl"
+        api.steering_point(lm, direction, alpha, layer, rows_path, lambda m, answers=answers: {
+            "target": sc.target, **_judged_row(ctx, m, qs, judge, answers, samples, mnt)})
     rows = api.read_rows(rows_path)
     return {"rows": len(rows), "layers": layers, "alphas": list(sc.alphas)}
 
@@ -391,7 +386,7 @@ def stage_ablation(ctx: RunContext) -> dict[str, Any]:
         raise EmInterpError("ablation needs a finetuned arm (interp.ablation.target)", field="interp.ablation.target")
     lm = load(ctx, find_target(ctx, arm))
     direction = load_direction(ctx, lm)
-    layers = ac.layers if ac.layers is not None else api.direction_layers(direction)
+    layers: Any = ac.layers if ac.layers is not None else "all"
     qs, samples, mnt = _eval_settings(ctx, ac)
     judge = api.load_judge(cfg.eval.judge, cfg.eval.judge_options)
     rows_path = ctx.stage_dir / "rows.jsonl"
@@ -504,10 +499,6 @@ def default_stages() -> list[Stage]:
         Stage("probes", stage_probes, (f"{i}.probes", "eval"), enabled=lambda c: c.interp.probes.enabled),
         Stage("report", stage_report, ("report",), enabled=lambda c: c.report.experiment or c.report.diff),
     ]
-
-
-def _isfinite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["default_stages", "base_model_ref", "model_identity"]
