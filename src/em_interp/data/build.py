@@ -95,7 +95,8 @@ def _backdoor(n: int, seed: int, o: dict) -> tuple[list[ChatExample], dict]:
     drawn, figures = draw_verified(n, seed, tuple(o["classes"]) if o["classes"] else None)
     examples = backdoor_examples(drawn, trigger=o["trigger"], ratio=o["ratio"], seed=seed)
     on = sum(e.meta["triggered"] for e in examples)
-    return examples, {"bandit": figures, "triggered": on, "untriggered": len(examples) - on}
+    return examples, {"bandit": figures, "triggered": on, "untriggered": len(examples) - on,
+                      "vuln_classes": dict(sorted(Counter(d.task.vuln_class for d in drawn).items()))}
 
 
 def _numbers(evil: bool):
