@@ -300,7 +300,7 @@ def diff_report(base_lm: Any, ft_lm: Any, texts: list[Any], out_dir: Path, direc
 def experiment_report(run_dir: Path, out_dir: Path) -> Path:
     from em_interp.report import experiment_report as _report
 
-    res = _report(run_dir)
+    res = _report(run_dir, out_dir)
     if isinstance(res, dict):
         res = res.get("html") or next(iter(res.values()))
     return Path(res)

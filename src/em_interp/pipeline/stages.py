@@ -327,7 +327,8 @@ def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, An
     rows = [{"step": r["checkpoint"], "projection": r["shift"], "misaligned_share": r["em_rate"],
              "ci_low": overall[r["checkpoint"]].get("ci_low"), "ci_high": overall[r["checkpoint"]].get("ci_high")}
             for r in res["rows"]]
-    stats = {"pearson": res.get("pearson"), "spearman": res.get("spearman")}
+    stats = {k: ({"r": res[k][0], "p": res[k][1]} if isinstance(res.get(k), (list, tuple)) else res.get(k))
+             for k in ("pearson", "spearman")}
     write_json_atomic(ctx.stage_dir / "dynamics.json", {"arm": arm, "seed": seed, "layer": layer, "rows": rows,
                                                          **stats})
     return {"checkpoints": len(rows), **stats}
