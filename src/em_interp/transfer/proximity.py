@@ -148,46 +148,19 @@ def similarity_from_activations(acts: np.ndarray, *, center: bool = True) -> np.
 
 
 def sentence_activations(lm: Any, texts: Sequence[str], layers: Sequence[int], *,
-                         skip_first: bool = True) -> np.ndarray:
-    """[N, len(layers), d] mean residual (``resid_post``) over each text's tokens.
+                         batch_size: int = 8) -> np.ndarray:
+    """[N, len(layers), d] mean ``resid_post`` over each raw text's tokens (no chat template),
+    via ``em_interp.interp.capture(reduce="all_mean", per_example=True)``."""
+    from em_interp.interp import capture
 
-    Texts are fed raw (no chat template) one at a time, so no padding enters the mean.
-    ``skip_first`` drops the first token, whose residual norm is an outlier (attention sink).
-    """
-    import torch
-
-    from em_interp.interp.sites import decoder_layers
-
-    blocks = decoder_layers(lm.model)
-    for layer in layers:
-        if not 0 <= layer < len(blocks):
-            raise InterpError(f"layer {layer} out of range for a {len(blocks)}-layer model")
-    grabbed: dict[int, torch.Tensor] = {}
-
-    def hook(layer: int):
-        def fn(_module, _inputs, output):
-            out = output[0] if isinstance(output, tuple) else output
-            grabbed[layer] = out.detach()
-        return fn
-
-    handles = [blocks[layer].register_forward_hook(hook(layer)) for layer in layers]
-    rows = []
-    try:
-        with torch.no_grad():
-            for text in texts:
-                ids = lm.tokenizer(text, return_tensors="pt")["input_ids"].to(lm.device)
-                lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
-                start = 1 if skip_first and ids.shape[1] > 1 else 0
-                rows.append(torch.stack([grabbed[layer][0, start:].float().mean(0) for layer in layers]))
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack(rows).cpu().numpy()
+    sites = [f"resid_post.{layer}" for layer in layers]
+    cap = capture(lm, list(texts), sites, reduce="all_mean", per_example=True, batch_size=batch_size)
+    return np.stack([cap.per_example[s].numpy() for s in sites], axis=1)
 
 
 def representation_similarity(lm: Any, languages: Sequence[str], *, layers: Sequence[int] | None = None,
                               items: list[dict[str, str]] | None = None, center: bool = True,
-                              skip_first: bool = True) -> RepresentationProximity:
+                              batch_size: int = 8) -> RepresentationProximity:
     """Mean cosine similarity per layer between ``languages`` on parallel items.
 
     Only items that have text for every requested language are used (the shipped list
@@ -198,18 +171,13 @@ def representation_similarity(lm: Any, languages: Sequence[str], *, layers: Sequ
     usable = [it for it in items if all(lang in it for lang in languages)]
     if len(usable) < 2:
         raise DataError(f"need at least 2 parallel items covering {languages}, found {len(usable)}")
-    n_layers = len(decoder_layers_of(lm))
-    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
-    acts = np.stack([sentence_activations(lm, [it[lang] for it in usable], layers, skip_first=skip_first)
+    from em_interp.interp.sites import check_layers, n_layers_of
+
+    layers = check_layers("all" if layers is None else list(layers), n_layers_of(lm.model))
+    acts = np.stack([sentence_activations(lm, [it[lang] for it in usable], layers, batch_size=batch_size)
                      for lang in languages])
     sim = similarity_from_activations(acts, center=center)
     return RepresentationProximity(languages, layers, sim, len(usable),
                                    meta={"model": getattr(lm, "name", None), "site": "resid_post",
-                                         "token_rule": "mean over tokens" + (" after the first" if skip_first else ""),
+                                         "token_rule": "all_mean (raw text, no chat template)",
                                          "center": center})
-
-
-def decoder_layers_of(lm: Any):
-    from em_interp.interp.sites import decoder_layers
-
-    return decoder_layers(lm.model)
