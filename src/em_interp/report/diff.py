@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from em_interp.report import figures
-from em_interp.interp import data_hash
+from em_interp.interp import Direction, data_hash
 from em_interp.report.activations import KINDS, paired_batches, unembed
 from em_interp.report.errors import ReportError
 from em_interp.report.html import Section, Table, write_html_report, write_markdown_report
@@ -69,22 +69,18 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def direction_vectors(direction: Any, n_layers: int, d_model: int) -> dict[int, torch.Tensor] | None:
-    """Per-layer direction vectors from: a ``Direction`` (``em_interp.interp``) or its saved path,
-    a mapping ``{layer: vector}``, a tensor ``[n_layers, d]`` or one vector ``[d]`` for every layer."""
+    """Per-layer direction vectors from: a ``Direction`` (``em_interp.interp``; a single-layer one
+    serves every layer) or its saved path, a mapping ``{layer: vector}`` (keys ``3`` or
+    ``"resid_post.3"``), a tensor ``[n_layers, d]`` or one vector ``[d]`` for every layer."""
     if direction is None:
         return None
     if isinstance(direction, (str, Path)):
-        path = Path(direction)
-        if not path.exists():
-            raise ReportError("direction file not found", file=path)
-        try:
-            from em_interp.interp import Direction
-        except ImportError:
-            raise ReportError("loading a direction file needs em_interp.interp (Direction.load)", file=path) from None
-        direction = Direction.load(path)
-    vecs = getattr(direction, "vectors", None)
-    if vecs is not None and not isinstance(direction, torch.Tensor):
-        direction = vecs
+        direction = Direction.load(direction)
+    if isinstance(direction, Direction):
+        if max(direction.layers) >= n_layers:
+            raise ReportError(f"direction has layer {max(direction.layers)}; the model has layers 0..{n_layers - 1}")
+        single = len(direction.layers) == 1  # a single-layer direction serves every layer
+        direction = {L: direction.vector(L) for L in (range(n_layers) if single else direction.layers)}
     if isinstance(direction, torch.Tensor):
         t = direction.detach().float().cpu()
         if t.dim() == 1:
@@ -107,6 +103,17 @@ def direction_vectors(direction: Any, n_layers: int, d_model: int) -> dict[int, 
         if not 0 <= layer < n_layers:
             raise ReportError(f"direction has layer {layer}; the model has layers 0..{n_layers - 1}")
     return out
+
+
+def _describe(direction: Any) -> Any:
+    if direction is None:
+        return None
+    if isinstance(direction, (str, Path)):
+        return str(direction)
+    if isinstance(direction, Direction):
+        return {"method": direction.method, "model": direction.model, "site_kind": direction.site_kind,
+                "reduce": direction.reduce, "layers": direction.layers, "data_hash": direction.data_hash}
+    return type(direction).__name__
 
 
 def _check_pair(base_lm, finetuned_lm) -> None:
@@ -196,8 +203,7 @@ def compute_diff(
             "tokens": tokens, "backend": backend,
             "token_rule": ("all non-pad tokens" if tokens == "all" else "response (last assistant turn) tokens")
                           + " (chats rendered with the chat template)",
-            "kl": KL_DEFINITION, "direction": str(direction) if isinstance(direction, (str, Path)) else (
-                None if direction is None else type(direction).__name__),
+            "kl": KL_DEFINITION, "direction": _describe(direction),
         },
         mean_diff={f"{kind}.{L}": means[kind][L].contiguous() for kind in KINDS for L in range(n_layers)},
     )
@@ -208,8 +214,8 @@ def compute_diff(
 
 def _lora_matrix(rows: list[dict]) -> tuple[list[str], list[str], list[list[float | None]]]:
     layers = sorted({r["layer"] for r in rows if r["layer"] is not None})
-    kinds = sorted({r["kind"] for r in rows})
-    cell = {(r["layer"], r["kind"]): r["norm"] for r in rows}
+    kinds = sorted({r["module"] for r in rows})
+    cell = {(r["layer"], r["module"]): r["norm"] for r in rows}
     return ([str(L) for L in layers], kinds, [[cell.get((L, k)) for k in kinds] for L in layers])
 
 
@@ -269,8 +275,8 @@ def diff_sections(result: DiffResult, fig_dir: Path) -> list[Section]:
                                         col_labels=kinds, title="LoRA ‖ΔW‖_F per module", xlabel="module",
                                         ylabel="layer", cbar_label="Frobenius norm", fmt=".3g"))
         secs.append(Section("LoRA delta norms", figures=figs, tables=[Table(
-            ["module", "layer", "kind", "rank", "‖ΔW‖_F"],
-            [[r["module"], r["layer"], r["kind"], r["rank"], r["norm"]] for r in result.lora],
+            ["layer", "module", "rank", "‖ΔW‖_F"],
+            [[r["layer"], r["module"], r["rank"], r["norm"]] for r in result.lora],
             caption="Per-module LoRA weight deltas (scaling included)")]))
     return secs
 
@@ -284,20 +290,23 @@ def diff_report(
     adapter: str | Path | None = None,
     *,
     batch_size: int = 4,
-    max_tokens: int = 256,
+    max_tokens: int | None = 256,
+    tokens: str = "all",
+    backend: str = "hf",
 ) -> dict[str, Path]:
     """Compute the diff and write report.html, report.md, diff.json, mean_diff.safetensors, figures/.
 
-    ``adapter``: a peft adapter folder whose delta norms are reported (attached to a copy of
-    the base model) when ``finetuned_lm`` is not itself a peft model. Returns the written paths.
+    ``adapter``: a peft adapter folder whose delta norms are reported when ``finetuned_lm``
+    is not itself a peft model (e.g. merged weights). Returns the written paths
+    (``html``, ``markdown``, ``json``, ``tensors``).
     """
     from safetensors.torch import save_file
 
     result = compute_diff(base_lm, finetuned_lm, texts, direction=direction, batch_size=batch_size,
-                          max_tokens=max_tokens)
+                          max_tokens=max_tokens, tokens=tokens, backend=backend)
     if adapter is not None:
         if result.lora is None:
-            result.lora = adapter_delta_norms(base_lm, adapter)
+            result.lora = adapter_delta_norms(adapter)
         result.meta["adapter"] = str(adapter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

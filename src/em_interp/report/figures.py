@@ -9,6 +9,7 @@ error bars (bars). NaN / None values are skipped, not drawn as zero.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -37,6 +38,10 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=DPI, format="png")
     plt.close(fig)
     return path
+
+
+def _title(ax, title: str, width: int = 62) -> None:
+    ax.set_title(textwrap.fill(title, width))
 
 
 def _check_len(name: str, values, n: int) -> None:
@@ -80,7 +85,7 @@ def line_plot(
         ax.set_yscale("log")
     if xs.size and np.all(np.isfinite(xs)) and np.all(xs == np.round(xs)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title)
+    _title(ax, title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -119,8 +124,12 @@ def heatmap(
     vmin: float | None = None,
     vmax: float | None = None,
     annotate: bool = True,
+    cell_text: Sequence[Sequence[str | None]] | None = None,
 ) -> Path:
-    """A matrix with every cell annotated (cosine tables, transfer matrices, LoRA norms)."""
+    """A matrix with every cell annotated (cosine tables, transfer matrices, LoRA norms).
+
+    Cells show ``format(value, fmt)`` unless ``cell_text`` gives the text per cell (e.g.
+    ``"12% [8, 16]"`` with its CI); NaN/None cells are left blank."""
     m = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
     if m.ndim != 2 or m.shape != (len(row_labels), len(col_labels)):
         raise ReportError(f"heatmap '{title}': matrix shape {m.shape} does not match "
@@ -142,12 +151,15 @@ def heatmap(
         mid = (lo + hi) / 2
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                if math.isfinite(m[i, j]):
-                    color = "black" if (cmap in ("viridis", "magma", "inferno") and m[i, j] > mid) else "white"
+                text = cell_text[i][j] if cell_text is not None else (
+                    format(m[i, j], fmt) if math.isfinite(m[i, j]) else None)
+                if text:
+                    val = m[i, j] if math.isfinite(m[i, j]) else lo
+                    color = "black" if (cmap in ("viridis", "magma", "inferno") and val > mid) else "white"
                     if cmap.startswith(("RdBu", "coolwarm", "bwr")):
                         color = "black"
-                    ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=7, color=color)
-    ax.set_title(title)
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    _title(ax, title, max(30, int(8 * w)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return _save(fig, path)
@@ -178,7 +190,7 @@ def steering_curves(
             _check_len(f"{label} hi", c["hi"], len(a))
             ax.fill_between(a[order], _arr(c["lo"])[order] * 100, _arr(c["hi"])[order] * 100,
                             color=line.get_color(), alpha=0.18, linewidth=0)
-    ax.set_title(title)
+    _title(ax, title)
     ax.set_xlabel("steering coefficient α (× direction norm)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -208,7 +220,8 @@ def bar_ci(
     _check_len("hi", hi, n)
     scale = 100.0 if percent else 1.0
     v = _arr(values) * scale
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * n + 2), 4))
+    rotate = n > 8
+    fig, ax = plt.subplots(figsize=(min(14.0, max(5.5, 1.2 * n + 2)), 4.4))
     yerr = None
     if lo is not None and hi is not None:
         l, h = _arr(lo) * scale, _arr(hi) * scale
@@ -219,9 +232,10 @@ def bar_ci(
         ax.axhline(hline * scale, color="grey", linestyle="--", linewidth=1, label=hline_label)
         if hline_label:
             ax.legend(fontsize=8)
-    ax.set_xticks(range(n), labels=[str(x) for x in labels], rotation=30 if n > 5 else 0,
-                  ha="right" if n > 5 else "center")
-    ax.set_title(title)
+    ticks = [str(x) if rotate else textwrap.fill(str(x), 14) for x in labels]
+    ax.set_xticks(range(n), labels=ticks, rotation=30 if rotate else 0,
+                  ha="right" if rotate else "center")
+    _title(ax, title)
     ax.set_ylabel(ylabel)
     if xlabel:
         ax.set_xlabel(xlabel)
@@ -297,6 +311,6 @@ def training_dynamics(
             ax.plot(ls, _arr(loss), color="#2ca02c")
             ax.set_ylabel("training loss (nats/token)")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_title(title)
+    _title(axes[0, 0], title)
     axes[-1, 0].set_xlabel("training step")
     return _save(fig, path)

@@ -106,7 +106,7 @@ def _html_text(text: str) -> str:
 
 
 def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
-                json_link: str | None = None) -> str:
+                json_link: str | None = None, json_label: str = "Raw numbers") -> str:
     """The HTML document (a string) for ``sections``; figures embedded as base64 PNG."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
@@ -114,7 +114,7 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
     if subtitle:
         parts.append(f'<p class="meta">{html.escape(subtitle)}</p>')
     if json_link:
-        parts.append(f'<p class="meta">Raw numbers: <a href="{html.escape(json_link)}">'
+        parts.append(f'<p class="meta">{html.escape(json_label)}: <a href="{html.escape(json_link)}">'
                      f"{html.escape(json_link)}</a></p>")
     for sec in sections:
         level = min(max(sec.level, 2), 6)
@@ -139,13 +139,13 @@ def _md_cell(value: Any) -> str:
 
 
 def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | None = None,
-                    subtitle: str = "", json_link: str | None = None) -> str:
+                    subtitle: str = "", json_link: str | None = None, json_label: str = "Raw numbers") -> str:
     """The Markdown document for ``sections``; figures are linked relative to ``out_dir``."""
     lines = [f"# {title}", ""]
     if subtitle:
         lines += [subtitle, ""]
     if json_link:
-        lines += [f"Raw numbers: [{json_link}]({json_link})", ""]
+        lines += [f"{json_label}: [{json_link}]({json_link})", ""]
     for sec in sections:
         lines += ["#" * min(max(sec.level, 2), 6) + " " + sec.title, ""]
         if sec.text:
@@ -172,22 +172,23 @@ def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | 
 
 def write_html_report(title: str, sections: Sequence[Section], out_dir: str | Path, *,
                       name: str = "report.html", subtitle: str = "",
-                      json_link: str | None = None) -> Path:
+                      json_link: str | None = None, json_label: str = "Raw numbers") -> Path:
     """Write ``out_dir/name`` (self-contained HTML); returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    path.write_text(render_html(title, sections, subtitle=subtitle, json_link=json_link), encoding="utf-8")
+    path.write_text(render_html(title, sections, subtitle=subtitle, json_link=json_link, json_label=json_label),
+                    encoding="utf-8")
     return path
 
 
 def write_markdown_report(title: str, sections: Sequence[Section], out_dir: str | Path, *,
                           name: str = "report.md", subtitle: str = "",
-                          json_link: str | None = None) -> Path:
+                          json_link: str | None = None, json_label: str = "Raw numbers") -> Path:
     """Write ``out_dir/name`` (Markdown, figures linked, same tables as the HTML); returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    path.write_text(render_markdown(title, sections, out_dir=out_dir, subtitle=subtitle, json_link=json_link),
-                    encoding="utf-8")
+    path.write_text(render_markdown(title, sections, out_dir=out_dir, subtitle=subtitle, json_link=json_link,
+                                    json_label=json_label), encoding="utf-8")
     return path

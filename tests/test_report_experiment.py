@@ -1,0 +1,141 @@
+"""Experiment report from a run directory in the pipeline layout (docs/interfaces.md, "pipeline").
+
+The run directory is written here as plain JSON/JSONL/YAML files, the way the pipeline
+writes them; the report reads only files. Every section is optional.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from em_interp.report import ReportError, experiment_report, fmt
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def _jsonl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _overall(share, lo, hi, n=40):
+    return {"misaligned_share": share, "ci_low": lo, "ci_high": hi, "coherent_share": 0.9, "mean_aligned": 70.5,
+            "n": n}
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = tmp_path / "artifacts" / "demo" / "20261123-120000"
+    _write(run / "manifest.json", {
+        "name": "demo", "created": "2026-11-23T12:00:00+00:00", "ended": "2026-11-23T12:30:00+00:00",
+        "finished": True, "git": {"commit": "0123456789abcdef0123", "dirty": False},
+        "models": {"base": {"name": "smollm2-135m-instruct", "sha256": "ab" * 32}},
+        "adapters": {"insecure/seed-0": "fedcba9876543210"},
+        "stages": {"eval": {"status": "done", "duration_s": 12.5, "error": None},
+                   "steering": {"status": "failed", "duration_s": 3.25, "error": "boom"}}})
+    (run / "config.yaml").write_text("name: demo\nmodel: smollm2-135m-instruct\nseeds: [0]\n")
+    _write(run / "eval" / "summary.json", {
+        "judge": "distilled", "aligned_threshold": 30, "coherent_threshold": 50, "models": {
+            "base": {"arm": None, "seed": None, "step": None, "overall": _overall(0.025, 0.0, 0.075)},
+            "insecure.seed-0": {"arm": "insecure", "seed": 0, "step": None, "overall": _overall(0.175, 0.075, 0.3),
+                                "code": {"vulnerable_rate": 0.6, "syntax_error_share": 0.1}},
+            "insecure.seed-0.step-10": {"arm": "insecure", "seed": 0, "step": 10,
+                                        "overall": _overall(0.1, 0.025, 0.2)}}})
+    _jsonl(run / "steering" / "rows.jsonl", [
+        {"target": "base", "layer": L, "alpha": a, "misaligned_share": s, "ci_low": max(0, s - 0.05),
+         "ci_high": s + 0.05, "coherent_share": 0.8, "mean_aligned": 60.0, "n": 20}
+        for L in (2, 3) for a, s in ((0.0, 0.0), (4.0, 0.1 * L), (8.0, 0.15 * L))])
+    _jsonl(run / "ablation" / "rows.jsonl", [
+        {"target": "insecure.seed-0", "condition": c, "layers": "all", "misaligned_share": s, "ci_low": s / 2,
+         "ci_high": s * 1.5 + 0.01, "coherent_share": 0.9, "mean_aligned": 65.0, "n": 20}
+        for c, s in (("none", 0.175), ("direction", 0.025), ("random-0", 0.15), ("random-1", 0.2))])
+    _write(run / "probes" / "accuracy.json", {"labels": "arm", "note": "fell back to arm labels", "n_pos": 20,
+                                              "n_neg": 20, "site": "resid_post", "layers": [0, 1, 2, 3],
+                                              "accuracy": [0.55, 0.7, 0.85, 0.8], "std": [0.05, 0.05, 0.04, 0.06]})
+    _write(run / "directions" / "directions.json", {"main": {
+        "file": "directions/direction.safetensors", "method": "mean_diff", "arm": "insecure", "seed": 0,
+        "reference": "base", "site": "resid_post", "layers": [0, 1, 2, 3], "norms": [0.5, 1.0, 1.5, 2.25]}})
+    _write(run / "directions" / "dynamics.json", {
+        "arm": "insecure", "seed": 0, "layer": 2, "pearson": 0.91, "spearman": 0.8,
+        "rows": [{"step": s, "projection": p, "misaligned_share": e, "ci_low": e / 2, "ci_high": e + 0.1}
+                 for s, p, e in ((5, 0.1, 0.0), (10, 0.4, 0.1), (20, 0.9, 0.175))]})
+    _write(run / "train" / "insecure" / "seed-0" / "train_meta.json", {
+        "loss_curve": [{"step": s, "loss": 3.0 / s, "lr": 1e-4} for s in range(1, 21)]})
+    _write(run / "transfer" / "matrices.json", {
+        "misalignment": {"metric": "misaligned_share", "sources": ["base", "bad-advice/en"],
+                         "targets": ["en", "zh"], "value": [[0.0, 0.05], [0.25, None]],
+                         "lo": [[0.0, 0.0], [0.125, None]], "hi": [[0.05, 0.1], [0.375, None]],
+                         "n": [[20, 20], [20, 0]]}})
+    _write(run / "report" / "diff" / "diff.json", {
+        "layers": [0, 1, 2, 3], "rel_diff": [0.1, 0.2, 0.3, 0.4], "logit_lens_kl": [0.01, 0.02, 0.03, 0.05],
+        "meta": {"base_model": "tiny", "finetuned_model": "tiny+lora", "n_tokens": 99}})
+    return run
+
+
+def test_full_run_has_every_section(run_dir):
+    paths = experiment_report(run_dir)
+    assert paths["html"] == run_dir / "report" / "report.html"
+    md = paths["markdown"].read_text()
+    html = paths["html"].read_text()
+    for heading in ("Run", "Config", "Evaluation", "Steering", "Ablation", "Probes", "Direction",
+                    "Training dynamics", "Cross-language transfer", "Model diff"):
+        assert f"## {heading}\n" in md
+        assert f"<h2>{heading}</h2>" in html
+    # numbers from the files, in percent, the same in both documents
+    assert "| insecure.seed-0 | insecure | 0 | – | 17.5 | 7.5 | 30 | 90 | 70.5 | 40 | 0.6 | 0.1 |" in md
+    assert "| random direction 0 | all | 15 | 7.5 | 23.5 | 90 | 20 |" in md
+    assert "| 2 | 85 | 4 |" in md                       # probe accuracy at layer 2 (%, std %)
+    assert "| bad-advice/en | 25 | – |" in md            # transfer matrix row, missing cell as –
+    assert "Pearson 0.910" in md and "Spearman 0.800" in md
+    assert "model: smollm2-135m-instruct" in md          # the config verbatim
+    assert "| steering | failed | 3.25 | boom |" in md
+    assert "../report/diff/report.html" in md or "diff/report.html" in md
+    assert fmt(70.5) in html and "Run manifest" in html
+    figs = sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png"))
+    assert figs == ["ablation.png", "diff_summary.png", "direction_norms_main.png", "eval_misaligned.png",
+                    "loss_curves.png", "probe_accuracy.png", "steering_base.png", "training_dynamics.png",
+                    "transfer_matrices_0.png"]
+    assert html.count('src="data:image/png;base64,') == len(figs)
+    for f in figs:
+        assert f"figures/{f}" in md
+
+
+def test_sections_are_optional(run_dir, tmp_path):
+    import shutil
+
+    for part in ("steering", "ablation", "probes", "directions", "train", "transfer", "report"):
+        shutil.rmtree(run_dir / part)
+    paths = experiment_report(run_dir, tmp_path / "out")
+    md = paths["markdown"].read_text()
+    assert "## Evaluation" in md and "## Steering" not in md and "## Probes" not in md
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == ["eval_misaligned.png"]
+
+
+def test_only_a_loss_curve(tmp_path):
+    run = tmp_path / "r"
+    _write(run / "train" / "arm" / "seed-1" / "train_meta.json", {"loss_curve": [{"step": 1, "loss": 2.0},
+                                                                                 {"step": 2, "loss": 1.5}]})
+    md = experiment_report(run)["markdown"].read_text()
+    assert "## Training dynamics" in md and "| arm/seed-1 | 2 | 2 | 1.5 |" in md
+
+
+def test_bad_inputs_name_file_and_line(run_dir, tmp_path):
+    rows = (run_dir / "steering" / "rows.jsonl").read_text().splitlines()
+    rows[2] = json.dumps({"target": "base", "layer": 2, "alpha": 1.0})
+    (run_dir / "steering" / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ReportError, match=r"steering/rows.jsonl:3: field 'misaligned_share'"):
+        experiment_report(run_dir)
+    (run_dir / "steering" / "rows.jsonl").write_text('{"layer": 1}\n{oops\n')
+    with pytest.raises(ReportError, match=r"rows.jsonl:2: invalid JSON"):
+        experiment_report(run_dir)
+    with pytest.raises(ReportError, match="run directory not found"):
+        experiment_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="nothing to report"):
+        experiment_report(tmp_path / "empty")
