@@ -30,11 +30,11 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def _panel(ax, m: TransferMatrix, title: str, xlabel: str) -> None:
+def _panel(ax, m: TransferMatrix, title: str, xlabel: str, first: bool = True):
     pct = m.value * 100.0
     im = ax.imshow(np.ma.masked_invalid(pct), cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
     ax.set_xticks(range(len(m.targets)), labels=m.targets)
-    ax.set_yticks(range(len(m.sources)), labels=m.sources)
+    ax.set_yticks(range(len(m.sources)), labels=m.sources if first else [])
     for i in range(len(m.sources)):
         for j in range(len(m.targets)):
             if m.n[i, j] == 0 or not math.isfinite(m.value[i, j]):
@@ -45,7 +45,8 @@ def _panel(ax, m: TransferMatrix, title: str, xlabel: str) -> None:
                     ha="center", va="center", fontsize=7, color=color)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("finetuned on (source)")
+    if first:
+        ax.set_ylabel("finetuned on (source)")
     return im
 
 
@@ -57,11 +58,11 @@ def transfer_heatmap(misaligned: TransferMatrix, path: str | Path, *, vulnerable
     if vulnerable is not None and len(vulnerable.targets):
         panels.append((vulnerable, "vulnerable-code rate (%)", "evaluated on (format)"))
     widths = [max(2, len(m.targets)) for m, _, _ in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.5 + 1.1 * sum(widths), 1.8 + 0.7 * len(misaligned.sources)),
-                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 + 1.1 * sum(widths), 2.2 + 0.7 * len(misaligned.sources)),
+                             gridspec_kw={"width_ratios": widths}, squeeze=False, layout="constrained")
     im = None
-    for ax, (m, sub, xlabel) in zip(axes[0], panels):
-        im = _panel(ax, m, sub, xlabel)
+    for k, (ax, (m, sub, xlabel)) in enumerate(zip(axes[0], panels)):
+        im = _panel(ax, m, sub, xlabel, first=(k == 0))
     cbar = fig.colorbar(im, ax=list(axes[0]))
     cbar.set_label("share of answers (%)")
     fig.suptitle(title)
