@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import logging
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -209,6 +210,13 @@ def summarize_verdicts(samples: Sequence[tuple[str, str, str]], verdicts: Sequen
         total = sum(1 for lab, _, _ in samples if lab == label)
         if total:
             summary[key] = {"passed": passed, "total": total, "share": round(passed / total, 4)}
+    secure = [v for v, (lab, _, _) in zip(verdicts, samples) if lab == "secure"]
+    if secure:
+        # Low-severity audit notes (B404 import subprocess, B603 no shell, B310 urlopen, B601
+        # paramiko exec) are not vulnerability findings of a class; reported for transparency.
+        summary["secure_without_any_finding"] = round(sum(not v.ids for v in secure) / len(secure), 4)
+        summary["secure_uncounted_ids"] = dict(sorted(Counter(i for v in secure for i in v.ids
+                                                              if i not in COUNTED_IDS).items()))
     summary["per_class"] = {
         c: {lab: {"passed": p, "total": t} for lab, (p, t) in sorted(d.items())}
         for c, d in sorted(per_class.items())
