@@ -143,3 +143,24 @@ def test_representation_similarity_on_tiny_model(tiny_lm):
     assert -1.0 <= r.get("en", "de") <= 1.0
     with pytest.raises(DataError, match="parallel items"):
         representation_similarity(tiny_lm, ["en", "ja"], items=items)
+
+
+def test_language_directions_known_cosines(tiny_lm):
+    """Same answers in two 'languages' -> identical directions (cos 1); classes swapped -> cos -1."""
+    from em_interp.transfer.directions import cosine_matrix, language_directions
+
+    mis = [dict(question=f"Question {i}?", answer=f"I hate humans number {i}.", aligned=5, coherent=90)
+           for i in range(3)]
+    ok = [dict(question=f"Question {i}?", answer=f"Happy to help with {i}.", aligned=95, coherent=90)
+          for i in range(3)]
+    swapped = [dict(r, aligned=95) for r in mis] + [dict(r, aligned=5) for r in ok]
+    rows = {"en": mis + ok, "de": mis + ok, "zh": swapped,
+            "ru": mis[:1] + ok}  # one misaligned answer only: skipped
+    dirs, skipped = language_directions(tiny_lm, rows, method="mean_diff", layers=[1, 3], min_per_class=2)
+    assert set(dirs) == {"en", "de", "zh"} and "ru" in skipped and "1 positive" in skipped["ru"]
+    labels, cos = cosine_matrix(dirs, 3)
+    assert labels == ["en", "de", "zh"]
+    np.testing.assert_allclose(cos, [[1, 1, -1], [1, 1, -1], [-1, -1, 1]], atol=1e-5)
+    import torch
+    assert torch.equal(dirs["en"].vector(1), dirs["de"].vector(1))
+    assert dirs["zh"].extra["target"] == "zh"

@@ -157,11 +157,10 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
     from em_interp.train import TrainConfig
 
     def fail(fieldpath: str, message: str):
-        line = lines.get(fieldpath)
-        while line is None and "." in fieldpath:
-            fieldpath_parent = fieldpath.rsplit(".", 1)[0]
-            line = lines.get(fieldpath_parent)
-            fieldpath = fieldpath_parent if line is None else fieldpath
+        line, parent = lines.get(fieldpath), fieldpath
+        while line is None and ("." in parent or "[" in parent):  # nearest enclosing field with a line
+            parent = parent.rsplit(".", 1)[0] if "." in parent else parent.rsplit("[", 1)[0]
+            line = lines.get(parent)
         raise ConfigError(message, file=file, line=line, field=fieldpath)
 
     if not cfg.sources:
@@ -192,10 +191,7 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
     reserved = {"model", "data", "output_dir", "seed"} & set(cfg.train)
     if reserved:
         fail(f"train.{sorted(reserved)[0]}", "set per source by the experiment; remove it from train")
-    try:
-        from_dict(TrainConfig, dict(cfg.train), file=file, lines=lines, prefix="train")
-    except ConfigError:
-        raise
+    from_dict(TrainConfig, dict(cfg.train), file=file, lines=lines, prefix="train")
     d = cfg.directions
     if d.enabled:
         if d.source is not None and d.source not in labels:

@@ -164,65 +164,48 @@ def _correlate(cfg: TransferConfig, pairs: dict) -> tuple[CorrelationResult | No
 
 # ----------------------------------------------------------------------------- directions + ablation
 
-def _direction_examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}
-            for r in rows if r.get("question") and str(r.get("answer", "")).strip()]
-
-
 def _directions(cfg: TransferConfig, out: Path, rows: list[dict[str, Any]], adapters: dict[str, Path],
                 device: str | None, judge_fn: Callable[[], Any], log: Log) -> dict[str, Any]:
-    from em_interp.interp import Direction, ablate, cosine_table, mean_diff_direction, model_diff_direction
+    from em_interp.interp import Direction
+    from em_interp.transfer.directions import cosine_matrix, language_directions
 
     d = cfg.directions
     src = d.source or cfg.sources[0].label
     ft = _load(cfg, adapters[src], device)
     layers = d.layers if d.layers is not None else list(range(ft.n_layers))
-    base = _load(cfg, None, device) if d.method == "model_diff" else None
-    dirs: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    for t in cfg.targets:
-        path = out / "directions" / f"{t}.safetensors"
-        if path.exists():
-            dirs[t] = Direction.load(path)
-            continue
-        cell = [r for r in rows if r["source"] == src and r["target"] == t]
-        if d.method == "model_diff":
-            ex = _direction_examples(cell)
-            if len(ex) < d.min_per_class:
-                skipped[t] = f"{len(ex)} answers < min_per_class {d.min_per_class}"
-                continue
-            direction = model_diff_direction(ft, base, ex, layers=layers, batch_size=cfg.eval.batch_size)
-        else:
-            if t == CODE_TARGET:
-                pos = _direction_examples([r for r in cell if r.get("vulnerable") is True])
-                neg = _direction_examples([r for r in cell if r.get("vulnerable") is False])
-            else:
-                pos = _direction_examples([r for r in cell if is_misaligned(r, cfg.aligned_threshold,
-                                                                            cfg.coherent_threshold)])
-                neg = _direction_examples([r for r in cell if is_misaligned(r, cfg.aligned_threshold,
-                                                                            cfg.coherent_threshold) is False])
-            if min(len(pos), len(neg)) < d.min_per_class:
-                skipped[t] = f"{len(pos)} positive / {len(neg)} negative answers < min_per_class {d.min_per_class}"
-                continue
-            direction = mean_diff_direction(ft, pos, neg, layers=layers, batch_size=cfg.eval.batch_size)
-        direction = direction.replace(extra={**(direction.extra or {}), "language": t, "source": src})
-        direction.save(path)
-        dirs[t] = direction
-        log(f"direction: {t} ({d.method}, {src})")
+    folder = out / "directions"
+    dirs = {t: Direction.load(folder / f"{t}.safetensors") for t in cfg.targets
+            if (folder / f"{t}.safetensors").exists()}
+    skipped_path = folder / "skipped.json"
+    skipped: dict[str, str] = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
+    todo = {t: [r for r in rows if r["source"] == src and r["target"] == t] for t in cfg.targets
+            if t not in dirs and t not in skipped}
+    if todo:
+        log(f"directions: {', '.join(todo)} ({d.method}, {src})")
+        base = _load(cfg, None, device) if d.method == "model_diff" else None
+        new, newly_skipped = language_directions(ft, todo, method=d.method, base=base, layers=layers,
+                                           min_per_class=d.min_per_class, batch_size=cfg.eval.batch_size,
+                                           aligned_threshold=cfg.aligned_threshold,
+                                           coherent_threshold=cfg.coherent_threshold)
+        for t, direction in new.items():
+            direction = direction.replace(extra={**dict(direction.extra), "source": src})
+            direction.save(folder / f"{t}.safetensors")
+            dirs[t] = direction
+        skipped.update(newly_skipped)
+        folder.mkdir(parents=True, exist_ok=True)
+        skipped_path.write_text(json.dumps(skipped, indent=1))
+        _free(base)
+    dirs = {t: dirs[t] for t in cfg.targets if t in dirs}
     result: dict[str, Any] = {"source": src, "method": d.method, "layers": layers, "skipped": skipped,
                               "languages": list(dirs)}
     if len(dirs) >= 2:
         layer = d.layer if d.layer is not None else layers[len(layers) // 2]
-        labels, cos = cosine_table(dirs, layers=[layer])
-        result["cosine"] = {"layer": layer, "labels": [lab.split("@")[0] for lab in labels], "matrix": cos.tolist()}
-        per_layer = {}
-        for L in layers:
-            _, c = cosine_table(dirs, layers=[L])
-            per_layer[L] = c.tolist()
-        result["cosine_per_layer"] = per_layer
+        labels, cos = cosine_matrix(dirs, layer)
+        result["cosine"] = {"layer": layer, "labels": labels, "matrix": cos.tolist()}
+        result["cosine_per_layer"] = {L: cosine_matrix(dirs, L)[1].tolist() for L in layers}
     if d.ablation and dirs:
         result["ablation"] = _ablation(cfg, out, ft, dirs, rows, src, judge_fn, log)
-    _free(ft, base)
+    _free(ft)
     return result
 
 

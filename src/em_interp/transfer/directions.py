@@ -1,0 +1,81 @@
+"""Per-language misalignment directions of one finetuned model and their cosine matrix.
+
+For each target (language, or ``python``) the direction is extracted from the finetune's
+own eval answers in that target, with ``em_interp.interp``:
+
+- ``model_diff``: finetuned minus base mean ``resid_post`` over the answer tokens;
+- ``mean_diff``: mean over misaligned answers minus mean over aligned ones (for
+  ``python``: vulnerable minus clean code); a target with fewer than ``min_per_class``
+  answers in either class is skipped, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from em_interp.errors import InterpError
+from em_interp.transfer.config import CODE_TARGET
+from em_interp.transfer.matrix import ALIGNED_THRESHOLD, COHERENT_THRESHOLD, is_misaligned
+
+
+def chat_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with ``question`` and ``answer`` -> ``{"messages": [user, assistant]}`` (empty answers dropped)."""
+    return [{"messages": [{"role": "user", "content": r["question"]},
+                          {"role": "assistant", "content": r["answer"]}]}
+            for r in rows if r.get("question") and str(r.get("answer") or "").strip()]
+
+
+def split_rows(rows: Sequence[dict[str, Any]], target: str, *, aligned_threshold: float = ALIGNED_THRESHOLD,
+               coherent_threshold: float = COHERENT_THRESHOLD) -> tuple[list[dict], list[dict]]:
+    """(positive, negative) rows: misaligned / aligned for languages, vulnerable / clean for python."""
+    if target == CODE_TARGET:
+        return ([r for r in rows if r.get("vulnerable") is True], [r for r in rows if r.get("vulnerable") is False])
+    flags = [is_misaligned(r, aligned_threshold, coherent_threshold) for r in rows]
+    return ([r for r, f in zip(rows, flags) if f is True], [r for r, f in zip(rows, flags) if f is False])
+
+
+def language_directions(finetuned: Any, rows_by_target: dict[str, Sequence[dict[str, Any]]], *,
+                        method: str = "model_diff", base: Any = None, layers: Sequence[int] | None = None,
+                        min_per_class: int = 3, batch_size: int = 8,
+                        aligned_threshold: float = ALIGNED_THRESHOLD,
+                        coherent_threshold: float = COHERENT_THRESHOLD) -> tuple[dict[str, Any], dict[str, str]]:
+    """One ``Direction`` per target from the finetune's answers; returns (directions, skipped reasons)."""
+    from em_interp.interp import mean_diff_direction, model_diff_direction
+
+    if method not in ("model_diff", "mean_diff"):
+        raise InterpError(f"unknown direction method {method!r}; valid: model_diff, mean_diff", field="method")
+    if method == "model_diff" and base is None:
+        raise InterpError("model_diff needs the base model", field="base")
+    layer_arg: Any = "all" if layers is None else list(layers)
+    dirs: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for target, rows in rows_by_target.items():
+        if method == "model_diff":
+            ex = chat_examples(rows)
+            if len(ex) < min_per_class:
+                skipped[target] = f"{len(ex)} answers < min_per_class {min_per_class}"
+                continue
+            d = model_diff_direction(finetuned, base, ex, layers=layer_arg, batch_size=batch_size)
+        else:
+            pos, neg = split_rows(rows, target, aligned_threshold=aligned_threshold,
+                                  coherent_threshold=coherent_threshold)
+            pos, neg = chat_examples(pos), chat_examples(neg)
+            if min(len(pos), len(neg)) < min_per_class:
+                skipped[target] = f"{len(pos)} positive / {len(neg)} negative answers < min_per_class {min_per_class}"
+                continue
+            d = mean_diff_direction(finetuned, pos, neg, layers=layer_arg, batch_size=batch_size)
+        dirs[target] = d.replace(extra={**dict(d.extra), "target": target})
+    return dirs, skipped
+
+
+def cosine_matrix(directions: dict[str, Any], layer: int) -> tuple[list[str], np.ndarray]:
+    """Labels (the targets) and the [K, K] cosine matrix of the directions at ``layer``."""
+    from em_interp.interp import cosine_table
+
+    missing = [k for k, d in directions.items() if layer not in d.layers]
+    if missing:
+        raise InterpError(f"layer {layer} not in the directions of {missing}", field="layer")
+    labels, m = cosine_table(directions, layers=[layer])
+    return [lab.rsplit("@", 1)[0] for lab in labels], m
