@@ -29,9 +29,9 @@ def _overall(share, lo, hi, n=40):
             "n": n}
 
 
-@pytest.fixture
-def run_dir(tmp_path) -> Path:
-    run = tmp_path / "artifacts" / "demo" / "20261123-120000"
+def make_run_dir(root: Path) -> Path:
+    """A run directory with every optional part, written the way the pipeline writes it."""
+    run = root / "artifacts" / "demo" / "20261123-120000"
     _write(run / "manifest.json", {
         "name": "demo", "created": "2026-11-23T12:00:00+00:00", "ended": "2026-11-23T12:30:00+00:00",
         "finished": True, "git": {"commit": "0123456789abcdef0123", "dirty": False},
@@ -76,6 +76,11 @@ def run_dir(tmp_path) -> Path:
         "layers": [0, 1, 2, 3], "rel_diff": [0.1, 0.2, 0.3, 0.4], "logit_lens_kl": [0.01, 0.02, 0.03, 0.05],
         "meta": {"base_model": "tiny", "finetuned_model": "tiny+lora", "n_tokens": 99}})
     return run
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return make_run_dir(tmp_path)
 
 
 def test_full_run_has_every_section(run_dir):
