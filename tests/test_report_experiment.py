@@ -105,7 +105,7 @@ def test_full_run_has_every_section(run_dir):
     figs = sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png"))
     assert figs == ["ablation.png", "diff_summary.png", "direction_norms_main.png", "eval_misaligned.png",
                     "loss_curves.png", "probe_accuracy.png", "steering_base.png", "training_dynamics.png",
-                    "transfer_matrices_0.png"]
+                    "transfer_transfer_matrices_misalignment.png"]
     assert html.count('src="data:image/png;base64,') == len(figs)
     for f in figs:
         assert f"figures/{f}" in md
@@ -128,6 +128,31 @@ def test_only_a_loss_curve(tmp_path):
                                                                                  {"step": 2, "loss": 1.5}]})
     md = experiment_report(run)["markdown"].read_text()
     assert "## Training dynamics" in md and "| arm/seed-1 | 2 | 2 | 1.5 |" in md
+
+
+def test_transfer_run_folder(tmp_path):
+    """A transfer run folder (transfer.run_transfer): config.json + results.json."""
+    run = tmp_path / "transfer" / "langs"
+    _write(run / "config.json", {"name": "langs"})
+    matrix = {"metric": "misaligned_share", "sources": ["base", "bad-advice/en"], "targets": ["en", "fr", "zh"],
+              "value": [[0.0, 0.05, 0.0], [0.3, 0.2, 0.1]], "lo": [[0, 0, 0], [0.2, 0.1, 0.05]],
+              "hi": [[0.05, 0.1, 0.05], [0.4, 0.3, 0.2]], "n": [[20] * 3, [20] * 3]}
+    _write(run / "results.json", {
+        "misaligned": matrix, "transfer": {**matrix, "metric": "misaligned_share_delta",
+                                           "value": [[0, 0, 0], [0.3, 0.15, 0.1]], "lo": None, "hi": None},
+        "directions": {"cosine": {"layer": 2, "labels": ["en", "fr"], "matrix": [[1.0, 0.42], [0.42, 1.0]]}}})
+    paths = experiment_report(run)
+    md = paths["markdown"].read_text()
+    assert "## Config" in md and "## Cross-language transfer" in md
+    assert "| bad-advice/en | 30 | 20 | 10 |" in md and "| bad-advice/en | 30 | 15 | 10 |" in md
+    assert "| en | 1 | 0.42 |" in md and "Direction cosines at layer 2 (directions.cosine)" in md
+    assert sorted(p.name for p in (run / "report" / "figures").glob("*.png")) == [
+        "transfer_results_directions_cosine.png", "transfer_results_misaligned.png", "transfer_results_transfer.png"]
+    bad = json.loads((run / "results.json").read_text())
+    bad["misaligned"]["value"] = [[0.1]]
+    _write(run / "results.json", bad)
+    with pytest.raises(ReportError, match=r"results.json: field 'misaligned.value': matrix 'value' is not 2 x 3"):
+        experiment_report(run)
 
 
 def test_bad_inputs_name_file_and_line(run_dir, tmp_path):

@@ -13,8 +13,9 @@ when its inputs exist. Sections, in order:
 - Direction: ``directions/directions.json`` (per-layer norm of the main direction);
 - Training dynamics: ``directions/dynamics.json`` (EM share with CI and projection vs step)
   and the loss curves in ``train/<arm>/seed-<s>/train_meta.json``;
-- Transfer: every ``transfer/**/*.json`` holding a ``TransferMatrix.to_dict()``
-  (``metric, sources, targets, value, lo, hi, n``): annotated heatmaps;
+- Transfer: ``results.json`` of a transfer run folder and every ``transfer/**/*.json``:
+  each ``TransferMatrix.to_dict()`` inside (``sources, targets, value`` [+ ``metric, lo, hi,
+  n``]) becomes an annotated heatmap, each ``{labels, matrix[, layer]}`` a cosine table;
 - Model diff: ``report/diff/diff.json`` (from ``diff_report``), linked.
 
 Malformed inputs raise ``ReportError`` naming the file, line and field.
@@ -350,42 +351,76 @@ def _is_matrix(d: Any) -> bool:
     return isinstance(d, dict) and {"sources", "targets", "value"} <= set(d)
 
 
+def _is_cosine(d: Any) -> bool:
+    return isinstance(d, dict) and {"labels", "matrix"} <= set(d) and isinstance(d["matrix"], list)
+
+
+def _find(obj: Any, pred, prefix: str = "", depth: int = 3) -> list[tuple[str, dict]]:
+    """``(dotted key, value)`` of every dict satisfying ``pred`` within ``depth`` levels."""
+    if pred(obj):
+        return [(prefix, obj)]
+    if depth == 0 or not isinstance(obj, dict):
+        return []
+    out = []
+    for k, v in obj.items():
+        out += _find(v, pred, f"{prefix}.{k}" if prefix else str(k), depth - 1)
+    return out
+
+
+def _transfer_files(run_dir: Path) -> list[Path]:
+    files = sorted((run_dir / "transfer").rglob("*.json")) if (run_dir / "transfer").is_dir() else []
+    if (run_dir / "results.json").is_file():  # a transfer run folder (transfer.run_transfer)
+        files.insert(0, run_dir / "results.json")
+    return files
+
+
 def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
-    root = run_dir / "transfer"
-    if not root.is_dir():
-        return None
     figs, tables = [], []
-    for path in sorted(root.rglob("*.json")):
+    for path in _transfer_files(run_dir):
         d = read_json(path)
-        mats = [d] if _is_matrix(d) else [v for v in d.values() if _is_matrix(v)] if isinstance(d, dict) else []
-        for j, m in enumerate(mats):
+        stem = path.relative_to(run_dir).with_suffix("").as_posix().replace("/", "_")
+        for key, m in _find(d, _is_matrix):
             src, tgt, val = m["sources"], m["targets"], m["value"]
             if len(val) != len(src) or any(len(row) != len(tgt) for row in val):
                 raise ReportError(f"matrix 'value' is not {len(src)} x {len(tgt)} (sources x targets)",
-                                  file=path, field="value")
+                                  file=path, field=f"{key}.value" if key else "value")
             lo, hi = m.get("lo"), m.get("hi")
             texts = [[_cell(val[i][k], lo[i][k] if lo else None, hi[i][k] if hi else None) for k in range(len(tgt))]
                      for i in range(len(src))]
-            metric = str(m.get("metric", path.stem))
-            delta = "delta" in metric or "delta" in path.stem
-            name = f"transfer_{path.relative_to(root).with_suffix('').as_posix().replace('/', '_')}_{j}.png"
+            metric = str(m.get("metric", key or path.stem))
+            label = f"{key} ({metric})" if key and key != metric else metric
+            delta = "delta" in metric or "delta" in key
             finite = [abs(v) for row in val for v in row if _num(v) is not None]
             vmax = max(finite) if finite else 1.0
+            name = f"transfer_{stem}_{key.replace('.', '_') or 'matrix'}.png"
             figs.append(figures.heatmap(
                 [[None if v is None else 100 * v for v in row] for row in val], fig_dir / name,
-                row_labels=[str(s) for s in src], col_labels=[str(t) for t in tgt], cell_text=texts,
-                title=f"Transfer: {metric} (%, 95% CI)", xlabel="evaluated on (target)",
-                ylabel="finetuned on (source)", cbar_label="share (%)" if not delta else "change vs base (pp)",
+                row_labels=[str(x) for x in src], col_labels=[str(t) for t in tgt], cell_text=texts,
+                title=f"Transfer: {label} (%, 95% CI)", xlabel="evaluated on (target)",
+                ylabel="finetuned on (source)", cbar_label="change vs base (pp)" if delta else "share (%)",
                 cmap="RdBu_r" if delta else "viridis",
                 vmin=-100 * vmax if delta else 0, vmax=100 * vmax if delta else None))
             tables.append(Table(["source"] + [str(t) for t in tgt],
-                                [[str(s)] + [_pct(v) for v in val[i]] for i, s in enumerate(src)],
-                                caption=f"{metric} (%) from {path.relative_to(run_dir).as_posix()}"))
+                                [[str(x)] + [_pct(v) for v in val[i]] for i, x in enumerate(src)],
+                                caption=f"{label} (%) from {path.relative_to(run_dir).as_posix()}"))
+        for key, c in _find(d, _is_cosine):
+            labels, mat = [str(x) for x in c["labels"]], c["matrix"]
+            if len(mat) != len(labels) or any(len(row) != len(labels) for row in mat):
+                raise ReportError(f"cosine 'matrix' is not {len(labels)} x {len(labels)}", file=path,
+                                  field=f"{key}.matrix" if key else "matrix")
+            where = f" at layer {c['layer']}" if c.get("layer") is not None else ""
+            name = f"transfer_{stem}_{key.replace('.', '_') or 'cosine'}.png"
+            figs.append(figures.heatmap(mat, fig_dir / name, row_labels=labels, col_labels=labels,
+                                        title=f"Cosine similarity of directions{where} ({key})",
+                                        xlabel="direction", ylabel="direction", cbar_label="cosine",
+                                        cmap="RdBu_r", vmin=-1, vmax=1))
+            tables.append(Table([""] + labels, [[lab] + list(row) for lab, row in zip(labels, mat)],
+                                caption=f"Direction cosines{where} ({key})"))
     if not figs:
         return None
     return Section("Cross-language transfer", figures=figs, tables=tables,
-                   text="Rows: the training source; columns: the evaluation target. Cells: share in percent "
-                        "with its bootstrap CI.")
+                   text="Matrices: rows are the training source, columns the evaluation target; cells are shares "
+                        "in percent with their bootstrap CI. Cosine tables compare per-language directions.")
 
 
 def _cell(v: Any, lo: Any, hi: Any) -> str | None:
