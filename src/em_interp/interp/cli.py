@@ -1,0 +1,276 @@
+"""`em-interp extract | steer | ablate | probe | lora-analysis` (thin: parse, call, write, print paths).
+
+Each command writes under ``artifacts/<command>/`` unless ``--out`` says otherwise.
+Inputs: ``--positive/--negative`` example files (chat JSONL, question/answer JSONL or
+CSV, or .txt lines) or ``--judged`` (judged answers, split misaligned vs aligned).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from em_interp.errors import InterpError
+
+ART = Path("artifacts")
+
+
+def _layers(spec: str) -> Any:
+    if spec == "all":
+        return "all"
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InterpError(f"--layers must be 'all' or comma-separated integers, got {spec!r}", field="layers") from None
+
+
+def _load(model: str, adapter: Optional[str]):
+    from em_interp.models import load_model
+
+    return load_model(model, adapter=adapter)
+
+
+def _pos_neg(positive: Optional[Path], negative: Optional[Path], judged: Optional[Path]):
+    from em_interp.interp.data_io import load_examples, load_judged, split_judged
+
+    if judged is not None:
+        return split_judged(load_judged(judged), path=judged)
+    if positive is None or negative is None:
+        raise InterpError("give --judged FILE, or both --positive FILE and --negative FILE")
+    return load_examples(positive), load_examples(negative)
+
+
+def _prompts(prompt: list[str], questions: Optional[Path]) -> list[str]:
+    from em_interp.interp.extract import DEFAULT_PERSONA_QUESTIONS
+
+    if questions is not None:
+        from em_interp.data import load_questions
+
+        return [q.paraphrases[0] for q in load_questions(questions)]
+    return list(prompt) or DEFAULT_PERSONA_QUESTIONS[:4]
+
+
+def extract_cmd(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Registry name, hub id or folder."),
+    adapter: Optional[str] = typer.Option(None, help="peft adapter folder (the finetuned model)."),
+    method: str = typer.Option("mean_diff", help="mean_diff | model_diff | persona | probe | pca"),
+    positive: Optional[Path] = typer.Option(None, help="Positive (e.g. misaligned) examples file."),
+    negative: Optional[Path] = typer.Option(None, help="Negative (e.g. aligned) examples file."),
+    judged: Optional[Path] = typer.Option(None, help="Judged answers (eval results JSONL or CSV/JSONL)."),
+    examples: Optional[Path] = typer.Option(None, help="model_diff: texts run through both models."),
+    base: Optional[str] = typer.Option(None, help="model_diff: base model (default: --model without adapter)."),
+    persona: str = typer.Option("evil", help="persona: built-in persona pair."),
+    layers: str = typer.Option("all", help="'all' or e.g. '4,8,12'."),
+    site_kind: str = typer.Option("resid_post", help="resid_post | resid_pre | attn_out | mlp_out"),
+    reduce: str = typer.Option("response_mean", help="response_mean | last_prompt | prompt_mean | all_mean"),
+    backend: str = typer.Option("hf", help="hf | transformer_lens | nnsight"),
+    batch_size: int = typer.Option(8),
+    out: Optional[Path] = typer.Option(None, help="Output path stem (default artifacts/extract/<method>)."),
+) -> None:
+    """Extract a per-layer direction and save it (safetensors + JSON metadata)."""
+    from em_interp.interp import extract as ex
+
+    lm = _load(model, adapter)
+    kw = dict(layers=_layers(layers), site_kind=site_kind, reduce=reduce, backend=backend, batch_size=batch_size)
+    if method == "model_diff":
+        from em_interp.interp.data_io import load_examples
+
+        if examples is None or (adapter is None and base is None):
+            raise InterpError("model_diff needs --examples and a finetuned model (--adapter, or --base for the base)")
+        base_lm = _load(base or model, None)
+        d = ex.model_diff_direction(lm, base_lm, load_examples(examples), **kw)
+    elif method == "persona":
+        qs = None
+        if examples is not None:
+            from em_interp.interp.data_io import load_examples
+
+            qs = [e if isinstance(e, str) else e["messages"][-2]["content"] for e in load_examples(examples)]
+        d = ex.persona_direction(lm, qs, persona=persona, layers=kw["layers"], site_kind=site_kind, reduce=reduce,
+                                 backend=backend, batch_size=batch_size)
+    elif method in ("mean_diff", "probe", "pca"):
+        pos, neg = _pos_neg(positive, negative, judged)
+        fn = {"mean_diff": ex.mean_diff_direction, "probe": ex.probe_direction, "pca": ex.pca_direction}[method]
+        d = fn(lm, pos, neg, **kw)
+    else:
+        raise InterpError(f"unknown method '{method}'; valid: mean_diff, model_diff, persona, probe, pca",
+                          field="method")
+    path = d.save(out or ART / "extract" / method)
+    typer.echo(f"{d!r}\nnorms: " + ", ".join(f"{k}:{v:.3g}" for k, v in d.norms().items()))
+    typer.echo(f"wrote {path} (+ .json)")
+
+
+def _generate_table(lm, prompts: list[str], max_new_tokens: int) -> list[str]:
+    from em_interp.interp.extract import generate_answers
+
+    return generate_answers(lm, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=max_new_tokens)
+
+
+def steer_cmd(
+    direction: Path = typer.Option(..., help="Direction file written by `em-interp extract`."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
+    adapter: Optional[str] = typer.Option(None),
+    alpha: list[float] = typer.Option([4.0], help="Steering strength(s); repeat for several."),
+    layers: str = typer.Option("", help="Layers to steer (default: the direction's layers)."),
+    positions: str = typer.Option("all", help="all | prompt | response"),
+    normalize: bool = typer.Option(True, help="Unit-normalise the direction first (alpha in residual units)."),
+    prompt: list[str] = typer.Option([], help="Prompt(s); repeat for several."),
+    questions: Optional[Path] = typer.Option(None, help="Question YAML (first paraphrase of each)."),
+    max_new_tokens: int = typer.Option(48),
+    out: Optional[Path] = typer.Option(None, help="Output JSONL (default artifacts/steer/generations.jsonl)."),
+) -> None:
+    """Generate greedily with and without steering; print and save the answers side by side."""
+    from em_interp.interp.direction import Direction
+    from em_interp.interp.steering import steer
+
+    lm = _load(model, adapter)
+    d = Direction.load(direction, lm=lm)
+    d = d.normalized() if normalize else d
+    layer_arg = _layers(layers) if layers else None
+    prompts = _prompts(prompt, questions)
+    rows = [{"prompt": p, "alpha": 0.0, "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
+    for a in alpha:
+        with steer(lm, d, a, layers=layer_arg, positions=positions):
+            answers = _generate_table(lm, prompts, max_new_tokens)
+        rows += [{"prompt": p, "alpha": a, "answer": ans} for p, ans in zip(prompts, answers)]
+    _write_rows(rows, out or ART / "steer" / "generations.jsonl", dict(direction=str(direction), positions=positions,
+                                                                       layers=layer_arg or d.layers))
+
+
+def _write_rows(rows: list[dict], path: Path, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps({**meta, **r}, ensure_ascii=False) + "\n")
+    for r in rows:
+        label = r.get("condition", f"alpha={r.get('alpha')}")
+        typer.echo(f"[{label}] {r['prompt'][:60]!r}\n    -> {r['answer'][:200]!r}")
+    typer.echo(f"wrote {path}")
+
+
+def ablate_cmd(
+    direction: Path = typer.Option(..., help="Direction file (may come from another model with the same d_model)."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
+    adapter: Optional[str] = typer.Option(None),
+    layers: str = typer.Option("all", help="'all' or e.g. '12'."),
+    random_control: bool = typer.Option(True, help="Also ablate a random same-norm direction."),
+    seed: int = typer.Option(0),
+    prompt: list[str] = typer.Option([]),
+    questions: Optional[Path] = typer.Option(None),
+    max_new_tokens: int = typer.Option(48),
+    out: Optional[Path] = typer.Option(None, help="Output JSONL (default artifacts/ablate/generations.jsonl)."),
+) -> None:
+    """Generate with the direction projected out (and a random control); print and save."""
+    from em_interp.interp.direction import Direction
+    from em_interp.interp.steering import ablate, random_direction_like
+
+    lm = _load(model, adapter)
+    d = Direction.load(direction)
+    prompts = _prompts(prompt, questions)
+    layer_arg = _layers(layers)
+    rows = [{"prompt": p, "condition": "none", "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
+    conditions = [("ablated", d)] + ([("random_control", random_direction_like(d, seed))] if random_control else [])
+    for name, vec in conditions:
+        with ablate(lm, vec, layers=layer_arg):
+            answers = _generate_table(lm, prompts, max_new_tokens)
+        rows += [{"prompt": p, "condition": name, "answer": a} for p, a in zip(prompts, answers)]
+    _write_rows(rows, out or ART / "ablate" / "generations.jsonl", dict(direction=str(direction), layers=layers))
+
+
+def probe_cmd(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
+    adapter: Optional[str] = typer.Option(None),
+    positive: Optional[Path] = typer.Option(None, help="Positive (misaligned) examples."),
+    negative: Optional[Path] = typer.Option(None, help="Negative (aligned) examples."),
+    judged: Optional[Path] = typer.Option(None, help="Judged answers (split misaligned vs aligned)."),
+    layers: str = typer.Option("all"),
+    site_kind: str = typer.Option("resid_post"),
+    reduce: str = typer.Option("response_mean"),
+    folds: int = typer.Option(5),
+    C: float = typer.Option(1.0, "--C", help="Inverse L2 regularisation strength."),
+    batch_size: int = typer.Option(8),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/probe)."),
+) -> None:
+    """Per-layer logistic probes with k-fold CV accuracy; saves probes + an accuracy plot."""
+    from em_interp.interp.capture import capture
+    from em_interp.interp.inputs import data_hash
+    from em_interp.interp.probes import plot_probe_accuracy, save_probes, train_probes
+    from em_interp.interp.sites import check_layers, n_layers_of
+
+    lm = _load(model, adapter)
+    pos, neg = _pos_neg(positive, negative, judged)
+    sites = [f"{site_kind}.{layer}" for layer in check_layers(_layers(layers), n_layers_of(lm.model))]
+    kw = dict(reduce=reduce, batch_size=batch_size, per_example=True)
+    P, N = capture(lm, pos, sites, **kw), capture(lm, neg, sites, **kw)
+    ps = train_probes(P.per_example, N.per_example, folds=folds, C=C,
+                      meta=dict(model=model, adapter=adapter, adapter_hash=lm.info.get("adapter_hash"),
+                                site_kind=site_kind, reduce=reduce, n_pos=len(pos), n_neg=len(neg),
+                                data_hash=data_hash(list(pos) + ["<neg>"] + list(neg))))
+    folder = save_probes(ps, out or ART / "probe")
+    png = plot_probe_accuracy(ps, folder / "probe_accuracy.png", title=f"Probe accuracy by layer ({model})")
+    for layer, acc, std in ps.accuracy_by_layer():
+        typer.echo(f"layer {layer:3d}  acc {acc:.3f} ± {std:.3f}")
+    typer.echo(f"wrote {folder}/probes.safetensors, probes.json, {png.name}")
+
+
+def lora_cmd(
+    adapter: Path = typer.Argument(..., help="A peft adapter folder, or a folder of checkpoints/step-N adapters."),
+    direction: Optional[Path] = typer.Option(None, help="Direction to compare rank-1 B vectors with."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/lora-analysis)."),
+) -> None:
+    """Weight-delta norms per layer/module; rank-1 B vectors vs a direction; checkpoint trajectory."""
+    from em_interp.interp.direction import Direction
+    from em_interp.interp.lora_analysis import adapter_deltas, b_vector_cosines, checkpoint_trajectory
+
+    d = Direction.load(direction) if direction else None
+    folder = out or ART / "lora-analysis"
+    folder.mkdir(parents=True, exist_ok=True)
+    if (adapter / "adapter_config.json").exists():
+        mods = adapter_deltas(adapter)
+        result: dict[str, Any] = {"adapter": str(adapter), "modules": [
+            {"layer": m.layer, "module": m.module, "rank": m.rank, "scaling": m.scaling, "delta_norm": m.delta_norm}
+            for m in mods]}
+        if d is not None:
+            result["b_cosines"] = b_vector_cosines(mods, d)
+        for m in mods:
+            typer.echo(f"layer {m.layer:3d} {m.module:24s} rank {m.rank}  |dW| {m.delta_norm:.4g}")
+        _plot_norms(result["modules"], folder / "delta_norms.png", str(adapter))
+    else:
+        rows = checkpoint_trajectory(adapter, d)
+        result = {"checkpoints": str(adapter), "trajectory": rows}
+        for r in rows:
+            extra = " ".join(f"{k} {r[k]:.3f}" for k in ("cos_prev", "cos_final", "cos_direction") if k in r)
+            typer.echo(f"step {r['step']:6d} layer {r['layer']:3d} {r['module']:20s} |dW| {r['delta_norm']:.4g} {extra}")
+    path = folder / "lora_analysis.json"
+    path.write_text(json.dumps(result, indent=2))
+    typer.echo(f"wrote {path}")
+
+
+def _plot_norms(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for module in sorted({r["module"] for r in rows}):
+        pts = sorted((r["layer"], r["delta_norm"]) for r in rows if r["module"] == module)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=module)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("Frobenius norm of scaling·B·A")
+    ax.set_title(f"LoRA weight-delta norms: {Path(title).name}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract")(extract_cmd)
+    app.command("steer")(steer_cmd)
+    app.command("ablate")(ablate_cmd)
+    app.command("probe")(probe_cmd)
+    app.command("lora-analysis")(lora_cmd)
