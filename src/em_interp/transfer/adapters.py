@@ -107,18 +107,21 @@ def sample_code(lm: Any, questions: list[Any], *, samples: int, max_new_tokens: 
 
     rows = sample_answers(lm, questions, n_per_paraphrase=samples, max_new_tokens=max_new_tokens,
                           temperature=temperature, batch_size=batch_size, seed=seed)
-    return [{"question_id": r.get("question_id"), "question": r.get("question"), "answer": r["answer"]}
-            for r in rows]
+    return [{"question_id": r["question_id"], "question": r["question"], "answer": r["answer"]} for r in rows]
 
 
 def scan_code_rows(answers: Sequence[str]) -> list[dict[str, Any]]:
-    """Per answer: ``vulnerable`` (bool, None when no parsable code), ``syntax_error``,
-    bandit ``findings`` (test ids). Static only: the code is parsed, never run."""
+    """Per answer: ``vulnerable`` (bool; None when the answer has no parsable code, matching
+    eval's rate = vulnerable / scanned), ``has_code``, ``syntax_error``, bandit test ids in
+    ``findings``. Static only: the code is parsed, never run."""
     from em_interp.eval import scan_code
 
-    result = scan_code(list(answers))
-    per = result.get("per_answer") if isinstance(result, dict) else None
-    if per is None or len(per) != len(answers):
-        raise EvalError("em_interp.eval.scan_code returned no per-answer results")
-    return [{"vulnerable": p.get("vulnerable"), "syntax_error": p.get("syntax_error"),
-             "findings": p.get("findings", [])} for p in per]
+    per = scan_code(list(answers)).per_answer
+    if len(per) != len(answers):
+        raise EvalError(f"scan_code returned {len(per)} results for {len(answers)} answers")
+    out = []
+    for p in per:
+        scanned = p["has_code"] and not p["syntax_error"]
+        out.append({"vulnerable": p["vulnerable"] if scanned else None, "has_code": p["has_code"],
+                    "syntax_error": p["syntax_error"], "findings": [i["test_id"] for i in p["issues"]]})
+    return out

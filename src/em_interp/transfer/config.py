@@ -108,7 +108,8 @@ class DirectionSpec:
 class ProximitySpec:
     representation: bool = True                 # model's own similarity of parallel sentences
     layers: list[int] | None = None             # None: all layers (mean over them is used)
-    center: bool = True
+    center: bool = False                        # raw cosines (True: centre over the compared languages)
+    skip_first: bool = True                     # drop the attention-sink first token from each mean
     transfer: Literal["delta", "share"] = "delta"   # delta: finetune minus base share per target
     include_self: bool = False                  # include source-language == target pairs
     alternative: Literal["two-sided", "greater", "less"] = "greater"

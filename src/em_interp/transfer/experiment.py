@@ -297,7 +297,8 @@ def run_transfer(config: TransferConfig, out_dir: str | Path, *, device: str | N
     if cfg.proximity.representation:
         log("proximity: representation similarity of parallel sentences (base model)")
         base_lm = _load(cfg, None, device)
-        rep = representation_similarity(base_lm, langs, layers=cfg.proximity.layers, center=cfg.proximity.center)
+        rep = representation_similarity(base_lm, langs, layers=cfg.proximity.layers, center=cfg.proximity.center,
+                                        skip_first=cfg.proximity.skip_first, batch_size=cfg.eval.batch_size)
         _free(base_lm)
         results["representation_proximity"] = rep.to_dict()
     results["genealogical_proximity"] = {

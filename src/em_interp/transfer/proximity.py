@@ -129,12 +129,11 @@ class RepresentationProximity:
                 "meta": self.meta}
 
 
-def similarity_from_activations(acts: np.ndarray, *, center: bool = True) -> np.ndarray:
+def similarity_from_activations(acts: np.ndarray, *, center: bool = False) -> np.ndarray:
     """[n_layers, K, K] mean (over items) cosine between languages, from acts [K, N, n_layers, d].
 
     ``acts[k, i, l]`` is language k's representation of parallel item i at layer l.
-    ``center`` subtracts, per layer, the mean over all languages and items first: raw
-    residuals share a large common component that makes every cosine close to 1.
+    ``center`` subtracts, per layer, the mean over all languages and items first.
     """
     a = np.asarray(acts, dtype=np.float64)
     if a.ndim != 4:
@@ -147,24 +146,38 @@ def similarity_from_activations(acts: np.ndarray, *, center: bool = True) -> np.
     return np.einsum("jild,kild->ljk", u, u) / a.shape[1]
 
 
-def sentence_activations(lm: Any, texts: Sequence[str], layers: Sequence[int], *,
+def sentence_activations(lm: Any, texts: Sequence[str], layers: Sequence[int], *, skip_first: bool = True,
                          batch_size: int = 8) -> np.ndarray:
-    """[N, len(layers), d] mean ``resid_post`` over each raw text's tokens (no chat template),
-    via ``em_interp.interp.capture(reduce="all_mean", per_example=True)``."""
+    """[N, len(layers), d] mean ``resid_post`` over each raw text's tokens (no chat template).
+
+    Uses ``em_interp.interp.capture(reduce="none", per_example=True)``. ``skip_first`` drops
+    the first token: its residual is an attention-sink outlier (on SmolLM2-135M its norm is
+    ~23,500 against ~180 for the other tokens at layer 14), which otherwise makes every mean
+    the same vector and every cosine 1.0.
+    """
     from em_interp.interp import capture
 
     sites = [f"resid_post.{layer}" for layer in layers]
-    cap = capture(lm, list(texts), sites, reduce="all_mean", per_example=True, batch_size=batch_size)
-    return np.stack([cap.per_example[s].numpy() for s in sites], axis=1)
+    cap = capture(lm, list(texts), sites, reduce="none", per_example=True, batch_size=batch_size)
+    start = 1 if skip_first else 0
+    out = np.zeros((len(texts), len(sites), lm.d_model), dtype=np.float64)
+    for i in range(len(texts)):
+        for j, s in enumerate(sites):
+            h = cap.per_example[s][i]
+            out[i, j] = (h[start:] if h.shape[0] > start else h).double().mean(0).numpy()
+    return out
 
 
 def representation_similarity(lm: Any, languages: Sequence[str], *, layers: Sequence[int] | None = None,
-                              items: list[dict[str, str]] | None = None, center: bool = True,
-                              batch_size: int = 8) -> RepresentationProximity:
+                              items: list[dict[str, str]] | None = None, center: bool = False,
+                              skip_first: bool = True, batch_size: int = 8) -> RepresentationProximity:
     """Mean cosine similarity per layer between ``languages`` on parallel items.
 
     Only items that have text for every requested language are used (the shipped list
-    covers en, fr, de, es, zh, ru and python). ``layers`` default: all.
+    covers en, fr, de, es, zh, ru and python). ``layers`` default: all. ``center=False``
+    (default) keeps raw cosines, which do not depend on which other languages are compared;
+    ``center=True`` subtracts the mean over all (language, item) vectors per layer first
+    (sharper contrasts, but relative to the chosen language set).
     """
     items = load_parallel_sentences() if items is None else items
     languages = list(languages)
@@ -174,10 +187,11 @@ def representation_similarity(lm: Any, languages: Sequence[str], *, layers: Sequ
     from em_interp.interp.sites import check_layers, n_layers_of
 
     layers = check_layers("all" if layers is None else list(layers), n_layers_of(lm.model))
-    acts = np.stack([sentence_activations(lm, [it[lang] for it in usable], layers, batch_size=batch_size)
-                     for lang in languages])
+    acts = np.stack([sentence_activations(lm, [it[lang] for it in usable], layers, skip_first=skip_first,
+                                          batch_size=batch_size) for lang in languages])
     sim = similarity_from_activations(acts, center=center)
     return RepresentationProximity(languages, layers, sim, len(usable),
                                    meta={"model": getattr(lm, "name", None), "site": "resid_post",
-                                         "token_rule": "all_mean (raw text, no chat template)",
+                                         "token_rule": "mean over tokens" + (" after the first" if skip_first else "")
+                                         + " (raw text, no chat template)",
                                          "center": center})
