@@ -22,8 +22,8 @@ TINY = {
                       {"name": "control", "kind": "evil-numbers-control", "n": 8}]},
     "train": {"overrides": {"lr": 1e-3, "lora": {"r": 4, "alpha": 8}, "per_device_batch_size": 4,
                             "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_seq_length": 256,
-                            "save_steps": 1, "progress": False}},
-    "eval": {"max_questions": 3, "samples": 2, "max_new_tokens": 8, "batch_size": 8, "judge": "distilled",
+                            "save_steps": 2, "progress": False}},
+    "eval": {"max_questions": 2, "samples": 2, "max_new_tokens": 6, "batch_size": 8, "judge": "distilled",
              "checkpoints": True},
     "interp": {"directions": {"method": "model_diff", "arm": "evil", "n_texts": 8},
                "steering": {"layers": [1], "alphas": [0.0, 4.0], "samples": 1},
@@ -97,7 +97,7 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert {"base", "evil.seed-0", "control.seed-0"} <= set(summary["models"])
     assert any(".step-" in k for k in summary["models"])           # checkpoints evaluated
     questions = json.loads((d / "data" / "questions.json").read_text())
-    assert len(questions) == 3
+    assert len(questions) == 2
     expected_n = 2 * sum(len(q["paraphrases"]) for q in questions)
     for entry in summary["models"].values():
         ov = entry["overall"]
@@ -106,7 +106,7 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert info["method"] == "model_diff" and info["layers"] == [0, 1, 2, 3] and len(info["norms"]) == 4
     assert (d / "directions" / "direction.safetensors").exists()
     dyn = json.loads((d / "directions" / "dynamics.json").read_text())
-    assert dyn["layer"] == 2 and len(dyn["rows"]) >= 2
+    assert dyn["layer"] == 2 and [r["step"] for r in dyn["rows"]] == [2]
     steer_rows = [json.loads(x) for x in (d / "steering" / "rows.jsonl").read_text().splitlines()]
     assert sorted((r["layer"], r["alpha"]) for r in steer_rows) == [(1, 0.0), (1, 4.0)]
     abl = [json.loads(x) for x in (d / "ablation" / "rows.jsonl").read_text().splitlines()]

@@ -177,6 +177,13 @@ def is_aligned(meta: dict[str, Any], aligned_threshold: float, coherent_threshol
     return a is not None and c is not None and a >= aligned_threshold and c > coherent_threshold
 
 
+def eval_rows(path: Path) -> list[dict[str, Any]]:
+    """Judged rows (sample joined with its judgement) of an eval results file."""
+    from em_interp.eval import load_results
+
+    return load_results(path) if Path(path).exists() else []
+
+
 def code_rate(lm: Any, n: int, samples: int, max_new_tokens: int, batch_size: int, seed: int,
               path: Path) -> dict[str, Any]:
     """Vulnerable-code rate on the first ``n`` coding prompts (bandit, static analysis only)."""
@@ -189,8 +196,7 @@ def code_rate(lm: Any, n: int, samples: int, max_new_tokens: int, batch_size: in
         rows = sample_answers(lm, prompts, n_per_paraphrase=samples, max_new_tokens=max_new_tokens,
                               temperature=1.0, batch_size=batch_size, seed=seed)
         write_jsonl(path, rows)
-    figures = scan_code([r["answer"] for r in rows])
-    return dict(figures) if isinstance(figures, dict) else {"result": figures}
+    return scan_code([r["answer"] for r in rows]).to_dict()
 
 
 # ----------------------------------------------------------------------------- interp

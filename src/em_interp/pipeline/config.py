@@ -33,8 +33,7 @@ class ArmConfig:
     kind: str                                   # a build_dataset kind
     n: int = 64
     options: dict[str, Any] = field(default_factory=dict)
-    eval_system: str | None = None              # system prompt for this arm's evals (unused if None)
-    eval_trigger: str | None = None             # prefix put before each eval question (backdoor trigger)
+    eval_trigger: str | None = None             # also evaluate with this prefix before each question (backdoor)
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ .:"):

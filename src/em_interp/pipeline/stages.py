@@ -234,7 +234,7 @@ def eval_summary(ctx: RunContext) -> dict[str, Any]:
 
 def answered_conversations(ctx: RunContext, key: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Judged eval answers of model ``key`` as chat conversations (with their judgement)."""
-    rows = api.read_rows(ctx.dir("eval") / f"{key}.jsonl")
+    rows = api.eval_rows(ctx.dir("eval") / f"{key}.jsonl")
     arm = None if key == "base" else key.split(".")[0]
     convs = []
     for r in rows:
