@@ -138,7 +138,7 @@ def with_trigger(questions: list[Any], trigger: str) -> list[Any]:
     """Questions with ``trigger`` put before every paraphrase (backdoor evaluation)."""
     from dataclasses import replace
 
-    return [replace(q, id=f"{q.id}", paraphrases=[f"{trigger}{p}" if trigger.endswith((" ", "\n")) else
+    return [replace(q, paraphrases=[f"{trigger}{p}" if trigger.endswith((" ", "\n")) else
                                                   f"{trigger} {p}" for p in q.paraphrases]) for q in questions]
 
 
