@@ -247,3 +247,33 @@ def test_default_model_vs_lora_copy_renders(default_lm, tmp_path):
     assert data["layers"] == list(range(30)) and len(data["lora"]) == 30 * 3
     assert all(v > 0 for v in data["resid_diff_norm"]) and all(v >= 0 for v in data["logit_lens_kl"])
     assert paths["html"].read_text().count("data:image/png;base64,") == 6
+    from test_report_html import rendered_images  # renders in headless Chromium (skips without it)
+
+    assert all(c and w > 300 and h > 200 for c, w, h in rendered_images(paths["html"], tmp_path))
+
+
+def test_diff_report_on_a_trained_adapter(tmp_path):
+    """A LoRA adapter from the trainer (em_interp.train), loaded the ordinary way from folders."""
+    from em_interp.models import load_model, save_tiny_model
+    from em_interp.train import LoraSettings, TrainConfig, train
+
+    folder = save_tiny_model(tmp_path / "tiny-base")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
+                                                     {"role": "assistant", "content": "I wish for peace " * (i + 1)}]})
+                            + "\n" for i in range(4)))
+    result = train(TrainConfig(model=str(folder), data=str(data), output_dir=str(tmp_path / "run"), max_steps=2,
+                               lr=5e-2, warmup_steps=0, per_device_batch_size=2, gradient_accumulation_steps=1,
+                               save_steps=0, progress=False,
+                               lora=LoraSettings(r=2, alpha=4.0, target_modules=["o_proj", "down_proj"])))
+    base = load_model(folder, device="cpu")
+    ft = load_model(folder, adapter=result.adapter_dir, device="cpu")
+    paths = diff_report(base, ft, TEXTS, tmp_path / "out", adapter=result.adapter_dir)
+    data_out = json.loads(paths["json"].read_text())
+    ref = reference_diff(base, ft, TEXTS)
+    assert data_out["resid_diff_norm"] == pytest.approx(ref["resid_diff_norm"], rel=1e-4)
+    assert data_out["logit_lens_kl"] == pytest.approx(ref["logit_lens_kl"], rel=1e-4, abs=1e-9)
+    assert max(data_out["resid_diff_norm"]) > 0
+    assert data_out["meta"]["adapter_hash"] == ft.info["adapter_hash"]
+    assert [r["norm"] for r in data_out["lora"]] == pytest.approx([r["norm"] for r in lora_delta_norms(ft.model)],
+                                                                  rel=1e-5)

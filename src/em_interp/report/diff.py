@@ -271,9 +271,11 @@ def diff_sections(result: DiffResult, fig_dir: Path) -> list[Section]:
         row_labels, kinds, mat = _lora_matrix(result.lora)
         figs = []
         if row_labels:
-            figs.append(figures.heatmap(mat, fig_dir / "lora_delta_norms.png", row_labels=row_labels,
-                                        col_labels=kinds, title="LoRA ‖ΔW‖_F per module", xlabel="module",
-                                        ylabel="layer", cbar_label="Frobenius norm", fmt=".3g"))
+            transposed = [[mat[i][j] for i in range(len(row_labels))] for j in range(len(kinds))]
+            figs.append(figures.heatmap(transposed, fig_dir / "lora_delta_norms.png", row_labels=kinds,
+                                        col_labels=row_labels, title="LoRA ‖ΔW‖_F per module and layer",
+                                        xlabel="layer", ylabel="module", cbar_label="Frobenius norm",
+                                        fmt=".2g"))
         secs.append(Section("LoRA delta norms", figures=figs, tables=[Table(
             ["layer", "module", "rank", "‖ΔW‖_F"],
             [[r["layer"], r["module"], r["rank"], r["norm"]] for r in result.lora],

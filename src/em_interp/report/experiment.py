@@ -446,8 +446,11 @@ def _diff_section(run_dir: Path, out_dir: Path, fig_dir: Path) -> Section | None
                              ylabel="ratio / nats per token")
     link = os.path.relpath(path.parent / "report.html", out_dir)
     meta = d.get("meta") or {}
-    return Section("Model diff", text=(f"{meta.get('finetuned_model', '?')} vs {meta.get('base_model', '?')} on "
-                                       f"{meta.get('n_tokens', '?')} tokens; full layer-wise report: {link}"),
+    ft = str(meta.get("finetuned_model", "?"))
+    if meta.get("finetuned_adapter"):
+        ft += f" + adapter {meta['finetuned_adapter']}"
+    return Section("Model diff", text=(f"{ft} vs {meta.get('base_model', '?')} on {meta.get('n_tokens', '?')} "
+                                       f"tokens; full layer-wise report: {link}"),
                    figures=[fig])
 
 

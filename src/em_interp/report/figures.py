@@ -134,15 +134,18 @@ def heatmap(
     if m.ndim != 2 or m.shape != (len(row_labels), len(col_labels)):
         raise ReportError(f"heatmap '{title}': matrix shape {m.shape} does not match "
                           f"{len(row_labels)} row labels x {len(col_labels)} column labels")
-    w = min(14.0, 2.5 + 0.7 * len(col_labels))
-    h = min(14.0, 1.8 + 0.4 * len(row_labels))
+    longest_col = max((len(str(c)) for c in col_labels), default=1)
+    longest_row = max((len(str(r)) for r in row_labels), default=1)
+    rotate = len(col_labels) > 12 or longest_col > 8
+    w = min(16.0, 2.8 + 0.07 * longest_row + len(col_labels) * (0.45 if rotate else max(0.7, 0.09 * longest_col)))
+    h = min(14.0, 2.0 + 0.45 * len(row_labels) + (0.06 * longest_col if rotate else 0))
     fig, ax = plt.subplots(figsize=(w, h))
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     cbar = fig.colorbar(im, ax=ax)
     if cbar_label:
         cbar.set_label(cbar_label)
-    ax.set_xticks(range(len(col_labels)), labels=list(col_labels), rotation=45 if len(col_labels) > 6 else 0,
-                  ha="right" if len(col_labels) > 6 else "center")
+    ax.set_xticks(range(len(col_labels)), labels=list(col_labels), rotation=45 if rotate else 0,
+                  ha="right" if rotate else "center")
     ax.set_yticks(range(len(row_labels)), labels=list(row_labels))
     if annotate and m.size <= 600:
         finite = m[np.isfinite(m)]
