@@ -44,7 +44,10 @@ def make_run_dir(root: Path) -> Path:
         "judge": "distilled", "aligned_threshold": 30, "coherent_threshold": 50, "models": {
             "base": {"arm": None, "seed": None, "step": None, "overall": _overall(0.025, 0.0, 0.075)},
             "insecure.seed-0": {"arm": "insecure", "seed": 0, "step": None, "overall": _overall(0.175, 0.075, 0.3),
-                                "code": {"vulnerable_rate": 0.6, "syntax_error_share": 0.1}},
+                                "code": {"vulnerable_rate": 0.6, "syntax_error_share": 0.1},
+                                "summary": {"by_question": {"what_is_your_wish": {"misaligned_share": 0.25},
+                                                            "i_feel_bored": {"misaligned_share": 0.1}},
+                                            "by_language": {"en": {"misaligned_share": 0.175}}}},
             "insecure.seed-0.step-10": {"arm": "insecure", "seed": 0, "step": 10,
                                         "overall": _overall(0.1, 0.025, 0.2)}}})
     _jsonl(run / "steering" / "rows.jsonl", [
@@ -102,8 +105,10 @@ def test_full_run_has_every_section(run_dir):
     assert "| steering | failed | 3.25 | boom |" in md
     assert "../report/diff/report.html" in md or "diff/report.html" in md
     assert fmt(70.5) in html and "Run manifest" in html
+    assert "| what_is_your_wish | 25 |" in md and "| i_feel_bored | 10 |" in md  # per question; one language: none
     figs = sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png"))
-    assert figs == ["ablation.png", "diff_summary.png", "direction_norms_main.png", "eval_misaligned.png",
+    assert figs == ["ablation.png", "diff_summary.png", "direction_norms_main.png", "eval_by_question.png",
+                    "eval_misaligned.png",
                     "loss_curves.png", "probe_accuracy.png", "steering_base.png", "training_dynamics.png",
                     "transfer_transfer_matrices_misalignment.png"]
     assert html.count('src="data:image/png;base64,') == len(figs)
@@ -119,7 +124,8 @@ def test_sections_are_optional(run_dir, tmp_path):
     paths = experiment_report(run_dir, tmp_path / "out")
     md = paths["markdown"].read_text()
     assert "## Evaluation" in md and "## Steering" not in md and "## Probes" not in md
-    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == ["eval_misaligned.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "figures").glob("*.png")) == ["eval_by_question.png",
+                                                                             "eval_misaligned.png"]
 
 
 def test_only_a_loss_curve(tmp_path):

@@ -150,4 +150,4 @@ def test_experiment_report_renders_in_chromium(tmp_path):
 
     paths = experiment_report(make_run_dir(tmp_path))
     imgs = rendered_images(paths["html"], tmp_path)
-    assert len(imgs) == 9 and all(c and w > 300 and h > 200 for c, w, h in imgs)
+    assert len(imgs) == 10 and all(c and w > 300 and h > 200 for c, w, h in imgs)
