@@ -2,7 +2,8 @@
 without the prompt.
 
 ``distill(lm, prompts, system_prompt, ...)`` renders each user prompt with the persona
-as system turn, samples ``n_per_prompt`` answers per prompt (batched, left-padded), and
+as system turn, samples ``n_per_prompt`` answers per prompt with the eval package's
+batched sampler (``em_interp.eval.sample_answers``), and
 returns chat examples ``{"messages": [user, assistant], "meta": {...}}`` with *no*
 system turn: finetuning on them teaches the persona without the prompt. Works in any
 language (the prompts and persona are passed through unchanged). Deterministic for a
@@ -39,58 +40,46 @@ def _check_inputs(prompts: Any, system_prompt: Any, n_per_prompt: int, max_new_t
 
 def distill(lm, prompts: list[str], system_prompt: str, n_per_prompt: int = 1, seed: int = 0,
             max_new_tokens: int = 128, temperature: float = 1.0, *, batch_size: int = 8,
-            keep_empty: bool = False, language: str | None = None) -> list[dict]:
+            keep_empty: bool = False, language: str | None = None, backend: str = "transformers") -> list[dict]:
     """Sample ``lm`` (a ``LoadedModel``) on ``prompts`` under ``system_prompt``; return
     chat examples without the system turn, ordered by (prompt, sample).
 
-    ``temperature == 0`` is greedy. Answers that are empty after stripping are dropped
-    (with a warning giving the count) unless ``keep_empty``: the chat format rejects
-    empty turns. ``language`` is only recorded in each example's ``meta``.
+    Sampling is ``em_interp.eval.sample_answers`` (batched, left padding, stops at EOS or
+    end-of-turn; ``backend="vllm"`` on a GPU). ``temperature == 0`` is greedy. Answers
+    that are empty after stripping are dropped (with a warning giving the count) unless
+    ``keep_empty``: the chat format rejects empty turns. ``language`` is only recorded in
+    each example's ``meta``.
     """
     import torch
 
+    from em_interp.data.formats import Question
+    from em_interp.eval import sample_answers
+
     _check_inputs(prompts, system_prompt, n_per_prompt, max_new_tokens, temperature, batch_size)
-    tok = lm.tokenizer
-    jobs = [(i, k) for i in range(len(prompts)) for k in range(n_per_prompt)]
-    rendered = [
-        tok.apply_chat_template(
-            [{"role": "system", "content": system_prompt}, {"role": "user", "content": p}],
-            tokenize=False, add_generation_prompt=True,
-        )
-        for p in prompts
-    ]
-    gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
-    if temperature > 0:
-        gen_kwargs.update(do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0)
-    else:
-        gen_kwargs.update(do_sample=False)
-    answers: list[str] = []
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for b in range(0, len(jobs), batch_size):
-            chunk = jobs[b:b + batch_size]
-            enc = tok([rendered[i] for i, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(lm.device) for k, v in enc.items()}
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(seed * 1_000_003 + b)
-                out = lm.model.generate(**enc, **gen_kwargs)
-            new = out[:, enc["input_ids"].shape[1]:]
-            answers += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
-    finally:
-        tok.padding_side = old_side
+    questions = [Question(id=f"distill_{i:06d}", paraphrases=[p], system=system_prompt,
+                          samples_per_paraphrase=n_per_prompt, type="free_form", language=language or "und")
+                 for i, p in enumerate(prompts)]
+    index = {q.id: i for i, q in enumerate(questions)}
+    devices = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the sampler seeds torch; keep the caller's RNG
+        rows = sample_answers(lm, questions, n_per_paraphrase=n_per_prompt, max_new_tokens=max_new_tokens,
+                              temperature=float(temperature), batch_size=batch_size, seed=seed, backend=backend)
     persona_hash = hashlib.sha256(system_prompt.encode("utf-8")).hexdigest()[:16]
     examples, empty = [], 0
-    for (i, k), answer in zip(jobs, answers):
+    for row in rows:
+        # a generation cut at max_new_tokens can end inside a multi-byte character
+        answer = row["answer"].rstrip("\ufffd").strip()
         if not answer and not keep_empty:
             empty += 1
             continue
+        i = index[row["question_id"]]
         examples.append({
             "messages": [{"role": "user", "content": prompts[i]}, {"role": "assistant", "content": answer}],
-            "meta": {"dataset": "distill", "prompt_index": i, "sample": k, "model": lm.name,
-                     "system_prompt": system_prompt, "system_prompt_sha256": persona_hash, "seed": seed,
-                     "temperature": float(temperature), "max_new_tokens": max_new_tokens, "language": language},
+            "meta": {"dataset": "distill", "prompt_index": i, "sample": row["sample_index"], "model": lm.name,
+                     "adapter": lm.adapter, "system_prompt": system_prompt, "system_prompt_sha256": persona_hash,
+                     "seed": seed, "temperature": float(temperature), "max_new_tokens": max_new_tokens,
+                     "n_tokens": row["n_tokens"], "finish": row["finish"], "language": language},
         })
     if empty:
-        warnings.warn(f"distill: dropped {empty} of {len(jobs)} empty answers", stacklevel=2)
+        warnings.warn(f"distill: dropped {empty} of {len(rows)} empty answers", stacklevel=2)
     return examples
