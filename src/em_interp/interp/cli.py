@@ -33,14 +33,24 @@ def _load(model: str, adapter: Optional[str]):
     return load_model(model, adapter=adapter)
 
 
-def _pos_neg(positive: Optional[Path], negative: Optional[Path], judged: Optional[Path]):
+def _pos_neg(positive: Optional[Path], negative: Optional[Path], judged: Optional[Path], limit: int | None = None,
+             seed: int = 0):
+    """The two example sets; ``limit`` keeps a seeded random sample of at most that many per side."""
+    import random
+
     from em_interp.interp.data_io import load_examples, load_judged, split_judged
 
     if judged is not None:
-        return split_judged(load_judged(judged), path=judged)
-    if positive is None or negative is None:
+        pos, neg = split_judged(load_judged(judged), path=judged)
+    elif positive is None or negative is None:
         raise InterpError("give --judged FILE, or both --positive FILE and --negative FILE")
-    return load_examples(positive), load_examples(negative)
+    else:
+        pos, neg = load_examples(positive), load_examples(negative)
+    if limit is not None:
+        rng = random.Random(seed)
+        pos = rng.sample(pos, min(limit, len(pos)))
+        neg = rng.sample(neg, min(limit, len(neg)))
+    return pos, neg
 
 
 def _prompts(prompt: list[str], questions: Optional[Path]) -> list[str]:
@@ -68,6 +78,8 @@ def extract_cmd(
     reduce: str = typer.Option("response_mean", help="response_mean | last_prompt | prompt_mean | all_mean"),
     backend: str = typer.Option("hf", help="hf | transformer_lens | nnsight"),
     batch_size: int = typer.Option(8),
+    limit: Optional[int] = typer.Option(None, help="At most this many examples per side (seeded sample)."),
+    seed: int = typer.Option(0),
     out: Optional[Path] = typer.Option(None, help="Output path stem (default artifacts/extract/<method>)."),
 ) -> None:
     """Extract a per-layer direction and save it (safetensors + JSON metadata)."""
@@ -91,7 +103,7 @@ def extract_cmd(
         d = ex.persona_direction(lm, qs, persona=persona, layers=kw["layers"], site_kind=site_kind, reduce=reduce,
                                  backend=backend, batch_size=batch_size)
     elif method in ("mean_diff", "probe", "pca"):
-        pos, neg = _pos_neg(positive, negative, judged)
+        pos, neg = _pos_neg(positive, negative, judged, limit, seed)
         fn = {"mean_diff": ex.mean_diff_direction, "probe": ex.probe_direction, "pca": ex.pca_direction}[method]
         d = fn(lm, pos, neg, **kw)
     else:
@@ -191,6 +203,9 @@ def probe_cmd(
     folds: int = typer.Option(5),
     C: float = typer.Option(1.0, "--C", help="Inverse L2 regularisation strength."),
     batch_size: int = typer.Option(8),
+    limit: Optional[int] = typer.Option(None, help="At most this many examples per class (seeded sample)."),
+    seed: int = typer.Option(0),
+    max_length: Optional[int] = typer.Option(256, help="Truncate examples to this many tokens."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/probe)."),
 ) -> None:
     """Per-layer logistic probes with k-fold CV accuracy; saves probes + an accuracy plot."""
@@ -200,11 +215,11 @@ def probe_cmd(
     from em_interp.interp.sites import check_layers, n_layers_of
 
     lm = _load(model, adapter)
-    pos, neg = _pos_neg(positive, negative, judged)
+    pos, neg = _pos_neg(positive, negative, judged, limit, seed)
     sites = [f"{site_kind}.{layer}" for layer in check_layers(_layers(layers), n_layers_of(lm.model))]
-    kw = dict(reduce=reduce, batch_size=batch_size, per_example=True)
+    kw = dict(reduce=reduce, batch_size=batch_size, per_example=True, max_length=max_length)
     P, N = capture(lm, pos, sites, **kw), capture(lm, neg, sites, **kw)
-    ps = train_probes(P.per_example, N.per_example, folds=folds, C=C,
+    ps = train_probes(P.per_example, N.per_example, folds=folds, C=C, seed=seed,
                       meta=dict(model=model, adapter=adapter, adapter_hash=lm.info.get("adapter_hash"),
                                 site_kind=site_kind, reduce=reduce, n_pos=len(pos), n_neg=len(neg),
                                 data_hash=data_hash(list(pos) + ["<neg>"] + list(neg))))
