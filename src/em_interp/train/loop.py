@@ -265,11 +265,11 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             sync = k == len(batches) - 1
             ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
             with ctx, accelerator.autocast():
-                logits = model(**batch).logits
-                shift_logits = logits[:, :-1].float()
-                shift_labels = labels[:, 1:]
+                logits = model(**batch).logits.float()
+                # Predict token t+1 at position t: shift the labels, not the (large) logits.
+                shift_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
                 token_loss = torch.nn.functional.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                    logits.view(-1, logits.shape[-1]), shift_labels.reshape(-1),
                     ignore_index=-100, reduction="sum")
                 loss = token_loss / n_label_all * world  # DDP averages gradients over processes
                 accelerator.backward(loss)
