@@ -148,6 +148,16 @@ def test_response_tokens_only(tiny_lm, lora_lm):
         compute_diff(tiny_lm, lora_lm, chats, tokens="prompt")
 
 
+@pytest.mark.parametrize("backend", ["nnsight", "transformer_lens"])
+def test_other_interp_backends_agree(tiny_lm, lora_lm, backend):
+    ref = compute_diff(tiny_lm, lora_lm, TEXTS[:2])
+    got = compute_diff(tiny_lm, lora_lm, TEXTS[:2], backend=backend)
+    assert got.meta["backend"] == backend
+    for key in ("resid_diff_norm", "attn_diff_norm", "mlp_diff_norm", "logit_lens_kl"):
+        torch.testing.assert_close(torch.tensor(getattr(got, key)), torch.tensor(getattr(ref, key)), rtol=1e-5,
+                                   atol=1e-6, msg=key)
+
+
 def test_identical_models_give_zero(tiny_lm):
     got = compute_diff(tiny_lm, tiny_lm, TEXTS[:2], batch_size=2)
     assert got.resid_diff_norm == [0.0] * 4
