@@ -1,6 +1,6 @@
 """run_transfer end to end on the tiny model (real data, train, eval, interp packages):
 matrices, correlation, directions, ablation, figures; resume redoes nothing; a changed
-config is refused."""
+config is refused. ~75 s of CPU (several minutes on a loaded 2-core machine): marked slow."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from em_interp.errors import ConfigError
 from em_interp.transfer import run_transfer, transfer_config_from_dict
 
+pytestmark = pytest.mark.slow
+
 
 def _config(model_dir: Path, **over) -> dict:
     cfg = {
@@ -20,11 +22,13 @@ def _config(model_dir: Path, **over) -> dict:
         "sources": [{"kind": "bad-advice", "language": "en", "n": 8}],
         "targets": ["en", "de", "zh", "python"],
         "train": {"lr": 1e-3, "lora": {"r": 2, "alpha": 4}, "per_device_batch_size": 4,
-                  "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_steps": 2, "max_seq_length": 128,
+                  "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_steps": 2, "max_seq_length": 1024,
                   "save_steps": 0},
         "eval": {"questions_per_language": 2, "samples": 1, "coding_prompts": 2, "code_samples": 1,
                  "max_new_tokens": 6, "code_max_new_tokens": 8, "batch_size": 4},
-        "judge": {"kind": "distilled"},
+        # the real local logprob judge, run by the tiny model itself: scores are meaningless,
+        # the machinery (prompts, aggregation, append-only rows) is the real one
+        "judge": {"kind": "local", "options": {"model": str(model_dir), "device": "cpu"}},
         "directions": {"method": "model_diff", "layers": [1, 2], "layer": 2, "min_per_class": 1,
                        "ablation": True, "ablation_layers": [1, 2], "ablation_targets": ["en"]},
         "proximity": {"layers": [1, 3], "n_permutations": 50},

@@ -90,14 +90,19 @@ def evaluate(lm: Any, questions: list[Any], judge: Any, out: Path, *, samples: i
 
 
 def judged_rows(path: Path) -> list[dict[str, Any]]:
-    """Eval's JSONL rows reduced to the fields transfer uses (question, answer, scores)."""
-    out = []
-    for r in read_jsonl(path):
-        if "answer" not in r:
-            continue
-        out.append({"question_id": r.get("question_id"), "question": r.get("question"), "answer": r["answer"],
-                    "aligned": r.get("aligned"), "coherent": r.get("coherent"), "label": r.get("label")})
-    return out
+    """Eval's judged rows (sample joined with its judgement) reduced to the fields transfer uses."""
+    from em_interp.eval import load_results
+
+    if not Path(path).exists():
+        return []
+    rows = load_results(path)
+    judges = {r["judge"] for r in rows}
+    if len(judges) > 1:
+        raise EvalError(f"results hold judgements of several judges {sorted(judges)}; transfer expects one",
+                        file=path)
+    return [{"question_id": r["question_id"], "question": r["question"], "answer": r["answer"],
+             "language": r.get("language"), "aligned": r["aligned"], "coherent": r["coherent"],
+             "label": r["label"]} for r in rows]
 
 
 def sample_code(lm: Any, questions: list[Any], *, samples: int, max_new_tokens: int, temperature: float,

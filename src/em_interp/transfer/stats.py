@@ -97,16 +97,13 @@ def spearman_permutation(
 
 def bootstrap_share_ci(flags: Sequence[bool], *, n_boot: int = 2000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float, float]:
-    """(share, lo, hi): share of True in ``flags`` with a seeded percentile-bootstrap CI.
+    """(share, lo, hi): share of True in ``flags`` with the seeded percentile-bootstrap CI of
+    ``em_interp.eval.bootstrap_ci`` (the same CI eval's ``summarize`` reports). NaN triple
+    for an empty sample; all-0 / all-1 samples give the degenerate interval [share, share]."""
+    from em_interp.eval import bootstrap_ci
 
-    NaN triple for an empty sample. A percentile bootstrap (not BCa) so that all-0 and
-    all-1 samples give the degenerate interval [share, share] instead of failing.
-    """
     a = np.asarray(list(flags), dtype=float)
     if a.size == 0:
         return (math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = rng.choice(a, size=(n_boot, a.size), replace=True).mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    lo, hi = bootstrap_ci(a, n_boot=n_boot, ci=level, seed=seed)
     return (float(a.mean()), float(lo), float(hi))
