@@ -70,6 +70,10 @@ def test_writers_share_numbers_and_escape(tmp_path):
     assert html.count('src="data:image/png;base64,') == 1
     assert "| name | ‖Δ‖ | a\\|b |" in md and "| <script> | 0.1235 | – |" in md
     assert "![f](figures/f.png)" in md and "```\nkey: value\n```" in md
+    long = write_html_report("t", [Section(f"S{i}") for i in range(3)] + [Section("Config", pre="k: v\n" * 40)],
+                             tmp_path, name="long.html").read_text()
+    assert '<a href="#s3-config">Config</a>' in long and '<section id="s3-config">' in long
+    assert "<details><summary>show (41 lines)</summary><pre>" in long
     with pytest.raises(ReportError, match="row 0 has 1 cells, expected 2"):
         Table(["a", "b"], [[1]])
     with pytest.raises(ReportError, match="figure file not found"):

@@ -194,6 +194,7 @@ def steering_curves(
             ax.fill_between(a[order], _arr(c["lo"])[order] * 100, _arr(c["hi"])[order] * 100,
                             color=line.get_color(), alpha=0.18, linewidth=0)
     _title(ax, title)
+    ax.set_ylim(bottom=0)  # shares: keep zero in view so small changes are not exaggerated
     ax.set_xlabel("steering coefficient α (× direction norm)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -304,6 +305,7 @@ def training_dynamics(
             if em_lo is not None and em_hi is not None:
                 ax.fill_between(xs, _arr(em_lo) * 100, _arr(em_hi) * 100, color="#d62728", alpha=0.2, linewidth=0)
             ax.set_ylabel("misaligned share (%)")
+            ax.set_ylim(bottom=0)
         elif panel == "proj":
             _check_len("projection", projection, len(xs))
             ax.plot(xs, _arr(projection), marker="o", markersize=3.5, color="#1f77b4")

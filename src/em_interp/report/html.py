@@ -79,7 +79,17 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #555; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: .8em; overflow-x: auto; font-size: .85em; }
 .meta { color: #555; font-size: .9em; }
+nav a { margin: 0 .15em; }
+summary { cursor: pointer; color: #555; }
 """
+
+
+PRE_FOLD_LINES = 25
+
+
+def _anchor(title: str, index: int) -> str:
+    slug = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+    return f"s{index}-{slug}"
 
 
 def _png_data_uri(path: Path) -> str:
@@ -116,9 +126,13 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
     if json_link:
         parts.append(f'<p class="meta">{html.escape(json_label)}: <a href="{html.escape(json_link)}">'
                      f"{html.escape(json_link)}</a></p>")
-    for sec in sections:
+    if len(sections) > 3:
+        parts.append('<nav class="meta">Contents: ' + " · ".join(
+            f'<a href="#{_anchor(sec.title, i)}">{html.escape(sec.title)}</a>' for i, sec in enumerate(sections))
+            + "</nav>")
+    for i, sec in enumerate(sections):
         level = min(max(sec.level, 2), 6)
-        parts.append(f"<section><h{level}>{html.escape(sec.title)}</h{level}>")
+        parts.append(f'<section id="{_anchor(sec.title, i)}"><h{level}>{html.escape(sec.title)}</h{level}>')
         if sec.text:
             parts.append(_html_text(sec.text))
         for fig in sec.figures:
@@ -128,7 +142,11 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
         for table in sec.tables:
             parts.append(_html_table(table))
         if sec.pre is not None:
-            parts.append(f"<pre>{html.escape(sec.pre)}</pre>")
+            block = f"<pre>{html.escape(sec.pre)}</pre>"
+            n_lines = sec.pre.count("\n") + 1
+            if n_lines > PRE_FOLD_LINES:  # long blocks (configs) fold away
+                block = f"<details><summary>show ({n_lines} lines)</summary>{block}</details>"
+            parts.append(block)
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
