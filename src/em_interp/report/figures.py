@@ -195,7 +195,7 @@ def steering_curves(
                             color=line.get_color(), alpha=0.18, linewidth=0)
     _title(ax, title)
     ax.set_ylim(bottom=0)  # shares: keep zero in view so small changes are not exaggerated
-    ax.set_xlabel("steering coefficient α (× direction norm)")
+    ax.set_xlabel("steering coefficient α (adds α × direction vector)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="layer" if all(str(k).lstrip("-").isdigit() for k in curves) else None)
