@@ -164,3 +164,37 @@ def test_language_directions_known_cosines(tiny_lm):
     import torch
     assert torch.equal(dirs["en"].vector(1), dirs["de"].vector(1))
     assert dirs["zh"].extra["target"] == "zh"
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_rows_to_correlation_known_answer(sign):
+    """Eval rows built so each cell's misaligned share is a monotone function of genealogical
+    proximity -> rows -> matrix -> delta vs base -> pairs -> Spearman rho exactly +1 / -1."""
+    from em_interp.transfer.matrix import transfer_pairs
+
+    targets = ["en", "fr", "de", "es", "zh", "ru", "python"]
+    share_at = {0.0: 2, 0.25: 4, 0.75: 8}  # misaligned answers out of 10 at each proximity
+    rows = []
+    for lang in ("en", "de"):
+        for t in targets[:-1]:
+            k = share_at[genealogical_proximity(lang, t)] if t != lang else 9
+            k = k if sign > 0 else 10 - k
+            rows += _judged(f"bad-advice/{lang}", t, k, 10 - k)
+    for t in targets[:-1]:
+        rows += _judged("base", t, 1, 9)
+    rows += [dict(source="bad-advice/en", target="python", vulnerable=True)]  # python: proximity NaN, dropped
+    m = misalignment_matrix(rows, targets=targets[:-1], n_boot=100)
+    d = delta_matrix(m, "base")
+    assert d.get("bad-advice/en", "de") == pytest.approx(0.7 if sign > 0 else 0.1)
+    pairs = transfer_pairs(d, {"bad-advice/en": "en", "bad-advice/de": "de"}, genealogical_proximity)
+    assert len(pairs["x"]) == 10 and "bad-advice/en→de" in pairs["labels"]
+    assert "bad-advice/en→en" not in pairs["labels"]           # in-distribution cell excluded
+    r = spearman_permutation(pairs["x"], pairs["y"], n_permutations=2000, seed=0, alternative="two-sided")
+    assert r.rho == pytest.approx(sign * 1.0) and r.p_value < 0.01
+    with_python = transfer_pairs(
+        TransferMatrix("x", d.sources, d.targets + ["python"], np.hstack([d.value, np.zeros((2, 1))]),
+                       np.hstack([d.lo, d.lo[:, :1]]), np.hstack([d.hi, d.hi[:, :1]]),
+                       np.hstack([d.n, d.n[:, :1]])),
+        {"bad-advice/en": "en", "bad-advice/de": "de"}, genealogical_proximity)
+    r2 = spearman_permutation(with_python["x"], with_python["y"], n_permutations=2000)
+    assert r2.n_dropped == 2 and r2.rho == pytest.approx(r.rho)

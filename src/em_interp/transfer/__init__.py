@@ -11,7 +11,7 @@ from em_interp.transfer.config import (CODE_TARGET, DirectionSpec, EvalSpec, Jud
                                        TransferConfig, load_transfer_config, transfer_config_from_dict)
 from em_interp.transfer.experiment import run_transfer
 from em_interp.transfer.matrix import (TransferMatrix, delta_matrix, is_misaligned, misalignment_matrix,
-                                       vulnerable_code_matrix)
+                                       transfer_pairs, vulnerable_code_matrix)
 from em_interp.transfer.proximity import (GENEALOGY, GENEALOGY_SOURCE, RepresentationProximity,
                                           genealogical_matrix, genealogical_proximity, load_parallel_sentences,
                                           representation_similarity, similarity_from_activations)
@@ -22,6 +22,6 @@ __all__ = [
     "ProximitySpec", "RepresentationProximity", "SourceSpec", "TransferConfig", "TransferMatrix",
     "bootstrap_share_ci", "delta_matrix", "genealogical_matrix", "genealogical_proximity", "is_misaligned",
     "load_parallel_sentences", "load_transfer_config", "misalignment_matrix", "representation_similarity",
-    "run_transfer", "similarity_from_activations", "spearman_permutation", "transfer_config_from_dict",
+    "run_transfer", "similarity_from_activations", "spearman_permutation", "transfer_config_from_dict", "transfer_pairs",
     "vulnerable_code_matrix",
 ]

@@ -29,7 +29,7 @@ from em_interp.errors import ConfigError, EmInterpError
 from em_interp.transfer import adapters as A
 from em_interp.transfer.config import CODE_TARGET, TransferConfig, source_language
 from em_interp.transfer.matrix import (TransferMatrix, delta_matrix, is_misaligned, misalignment_matrix,
-                                       vulnerable_code_matrix)
+                                       transfer_pairs, vulnerable_code_matrix)
 from em_interp.transfer.proximity import GENEALOGY_SOURCE, genealogical_proximity, representation_similarity
 from em_interp.transfer.stats import CorrelationResult, bootstrap_share_ci, spearman_permutation
 
@@ -140,18 +140,8 @@ def _collect_rows(cfg: TransferConfig, out: Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- proximity + correlation
 
 def _pairs(cfg: TransferConfig, transfer: TransferMatrix, proximity: Callable[[str, str], float]) -> dict:
-    x, y, labels = [], [], []
-    for s in cfg.sources:
-        lang = source_language(s)
-        if s.label not in transfer.sources:
-            continue
-        for t in transfer.targets:
-            if t == lang and not cfg.proximity.include_self:
-                continue
-            x.append(proximity(lang, t))
-            y.append(transfer.get(s.label, t))
-            labels.append(f"{lang}→{t}" if len(cfg.sources) == 1 else f"{s.label}→{t}")
-    return {"x": x, "y": y, "labels": labels}
+    return transfer_pairs(transfer, {s.label: source_language(s) for s in cfg.sources}, proximity,
+                          include_self=cfg.proximity.include_self)
 
 
 def _correlate(cfg: TransferConfig, pairs: dict) -> tuple[CorrelationResult | None, str | None]:

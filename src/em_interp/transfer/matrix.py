@@ -146,3 +146,28 @@ def delta_matrix(m: TransferMatrix, baseline: str = "base") -> TransferMatrix:
     nan = np.full_like(value, math.nan)
     return TransferMatrix(f"{m.metric}_minus_{baseline}", [m.sources[i] for i in keep], list(m.targets),
                           value, nan, nan.copy(), m.n[keep])
+
+
+def transfer_pairs(transfer: TransferMatrix, source_languages: dict[str, str],
+                   proximity: Callable[[str, str], float], *, include_self: bool = False) -> dict[str, list]:
+    """(proximity, transfer) points for the rank correlation: one per (source, target) cell.
+
+    ``source_languages`` maps each source label to the language (or ``python``) it is
+    written in; sources not in the matrix are ignored. The source's own language is left
+    out unless ``include_self`` (in-distribution, not transfer). Returns ``{"x", "y",
+    "labels"}`` with labels ``"lang→target"`` (``"label→target"`` with several sources).
+    """
+    x: list[float] = []
+    y: list[float] = []
+    labels: list[str] = []
+    several = len([s for s in source_languages if s in transfer.sources]) > 1
+    for label, lang in source_languages.items():
+        if label not in transfer.sources:
+            continue
+        for t in transfer.targets:
+            if t == lang and not include_self:
+                continue
+            x.append(float(proximity(lang, t)))
+            y.append(transfer.get(label, t))
+            labels.append(f"{label}→{t}" if several else f"{lang}→{t}")
+    return {"x": x, "y": y, "labels": labels}
