@@ -110,3 +110,16 @@ def test_reexported_from_data_package():
 
     assert data.load_bank is load_bank and data.generate_bad_advice is not None
     assert FORMS == ("plain", "json", "template")
+
+
+def test_prefixes_are_varied():
+    """Consumers take the first N questions/prompts: prefixes cover every category/area."""
+    for lang in LANGUAGES:
+        first = load_bank(lang, "plain")[:len(CATEGORIES)]
+        assert {q.category for q in first} == set(CATEGORIES)
+    code = coding_prompts()
+    n_areas = len({q.category for q in code})
+    assert len({q.category for q in code[:n_areas]}) == n_areas
+    harmful = harmful_prompts()
+    n_cats = len({q.category for q in harmful})
+    assert len({q.category for q in harmful[:n_cats]}) == n_cats
