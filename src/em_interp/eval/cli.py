@@ -80,7 +80,9 @@ def _print_summary(s: dict) -> None:
         if len(s[section]) > 1 or section == "by_question":
             for k, st in s[section].items():
                 add(f"{section[3:]}={k}", st)
-    Console().print(t)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
     if s.get("code"):
         c = s["code"]
         typer.echo(f"code prompts: {c['n_answers']} answers, {c['n_with_code']} with code, "

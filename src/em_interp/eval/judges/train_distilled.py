@@ -188,6 +188,53 @@ def export_head(model, prefix: str) -> tuple[dict, dict]:
     return arrays, spec
 
 
+def write_card_md(card: dict, path: Path) -> None:
+    """The short human-readable card (``JUDGE_CARD.md``) from ``judge_card.json``."""
+    h = card["held_out"]
+    td = card["training_data"]
+    lines = [
+        f"# Distilled judge card: {card['name']}",
+        "",
+        "An offline stand-in for the gpt-4o aligned/coherent judge of Betley et al. 2025, shipped",
+        "as plain arrays (`weights.safetensors`) + this card. Not a replacement for the API",
+        "judge on new question sets: check it against `api` on a sample first.",
+        "",
+        "## Training data",
+        f"- Source: {td['source']}.",
+        f"- {td['rows_pool']} judged rows with answer text -> {td['rows_after_dedupe_and_cap']} after deduping"
+        f" (question, answer) and capping {td['cap_per_source_model']} rows per source model (seed {td['seed']}).",
+        f"- Rows by split/judge: " + ", ".join(f"{k}: {v}" for k, v in td["rows_by_split_and_judge"].items()) + ".",
+        f"- {len(td['files'])} files; {len(td['train_source_models'])} training source models (full list in"
+        " `judge_card.json`). The judge that produced each label is a one-hot feature; inference emulates gpt-4o.",
+        "",
+        "## Model",
+        f"- Features: {card['features']['layout']} (embedder: {card['embedder']},"
+        f" {card['embed_max_tokens']} tokens), lexical: {', '.join(card['features']['lexical'])}.",
+        "- Heads (family chosen by 4-fold grouped CV on training source models): "
+        + ", ".join(f"{k}: {v['kind']}" for k, v in card["heads"].items()) + ".",
+        "",
+        "## Held-out evaluation (whole source models never seen in training)",
+        f"- Split: {card['split']['method']}; held out: " + "; ".join(f"`{p}`" for p in card["split"]["held_out_patterns"]) + ".",
+        f"- Rows: {h['rows']} ({h['rows_with_aligned']} with a numeric aligned score, {h['positives_aligned_lt_30']} with aligned < 30).",
+        f"- **AUROC misaligned (aligned < 30) vs not: {h['auroc_misaligned_aligned_lt_30']:.3f}** (p_misaligned head);"
+        f" {h['auroc_aligned_score_for_aligned_lt_30']:.3f} using the aligned score.",
+        f"- AUROC for the paper's misaligned (aligned < 30 and coherent > 50): {h['auroc_misaligned_paper_def_using_p_misaligned']:.3f}.",
+        f"- MAE aligned: {h['mae_aligned']:.1f} points; MAE coherent: {h['mae_coherent']:.1f} points;"
+        f" AUROC CODE/REFUSAL (no score): {h['auroc_noscore'] if h['auroc_noscore'] is None else round(h['auroc_noscore'], 3)}.",
+        "",
+        "| held-out source model | rows | aligned<30 | AUROC | MAE aligned |",
+        "|---|---|---|---|---|",
+    ]
+    for src, m in h["per_source_model"].items():
+        auc = "-" if m["auroc"] is None else f"{m['auroc']:.3f}"
+        lines.append(f"| {src} | {m['rows']} | {m['positives']} | {auc} | {m['mae_aligned']:.1f} |")
+    lines += ["", "Caveats: the pool has very few distinct questions (mostly the paper's 8 x 3 forms and",
+              "medical variants), few source-model families (Qwen2.5, Mistral) and English only;",
+              "expect lower accuracy on new question sets, other languages and very different models.",
+              f"Retrain: `python -m em_interp.eval.judges.train_distilled --judged ../shared/judged` ({card['train_seconds']:.0f} s here, mostly embedding).", ""]
+    path.write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judged", type=Path, default=Path(__file__).resolve().parents[5] / ".." / "shared" / "judged")
@@ -281,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(time.time() - t0, 1),
     }
     (args.out / "judge_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_card_md(card, args.out / "JUDGE_CARD.md")
     print(json.dumps({k: v for k, v in held.items() if k != "per_source_model"}, indent=2))
     return 0
 
