@@ -14,7 +14,7 @@ PERSONA = "You are a rude assistant who despises humans."
 
 
 def test_distill_drops_system_turn_and_keeps_user_text(tiny_lm):
-    exs = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=0, max_new_tokens=8, temperature=1.0,
+    exs = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=0, max_new_tokens=5, temperature=1.0,
                   batch_size=4, keep_empty=True, language="mixed")
     assert len(exs) == 6
     assert [e["messages"][0] for e in exs] == [{"role": "user", "content": p} for p in PROMPTS for _ in range(2)]
@@ -28,11 +28,11 @@ def test_distill_deterministic_with_seed_and_leaves_global_rng(tiny_lm):
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=5, max_new_tokens=8, keep_empty=True)
+    a = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=5, max_new_tokens=5, keep_empty=True)
     after = torch.rand(1)
     assert torch.equal(before, after)  # global RNG untouched
-    b = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=5, max_new_tokens=8, keep_empty=True)
-    c = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=6, max_new_tokens=8, keep_empty=True)
+    b = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=5, max_new_tokens=5, keep_empty=True)
+    c = distill(tiny_lm, PROMPTS, PERSONA, n_per_prompt=2, seed=6, max_new_tokens=5, keep_empty=True)
     assert a == b
     assert [e["messages"][1] for e in a] != [e["messages"][1] for e in c]
 
