@@ -87,7 +87,8 @@ def test_directions_cosines_and_ablation(tiny_run):
     for i in range(len(cos["labels"])):
         assert cos["matrix"][i][i] == pytest.approx(1.0, abs=1e-5)
     ab = d["ablation"]
-    assert ab["targets"] == ["en"] and ab["rows"][0] == "none" and set(ab["rows"][1:]) == set(d["languages"])
+    assert ab["targets"] == ["en"] and ab["rows"][0] == "none" and ab["rows"][-1] == "random"
+    assert set(ab["rows"][1:-1]) == set(d["languages"])
     assert (tiny_run["out"] / "directions" / "en.safetensors").exists()
 
 

@@ -201,7 +201,7 @@ def _directions(cfg: TransferConfig, out: Path, rows: list[dict[str, Any]], adap
 
 def _ablation(cfg: TransferConfig, out: Path, ft: Any, dirs: dict[str, Any], rows: list[dict[str, Any]], src: str,
               judge_fn: Callable[[], Any], log: Log) -> dict[str, Any]:
-    from em_interp.interp import ablate
+    from em_interp.interp import ablate, random_direction_like
 
     d, e = cfg.directions, cfg.eval
     targets = d.ablation_targets or cfg.languages
@@ -212,7 +212,9 @@ def _ablation(cfg: TransferConfig, out: Path, ft: Any, dirs: dict[str, Any], row
                  for f in [is_misaligned(r, cfg.aligned_threshold, cfg.coherent_threshold)] if f is not None]
         share, lo, hi = bootstrap_share_ci(flags, n_boot=cfg.n_boot, seed=cfg.seed)
         table.setdefault("none", {})[t] = {"share": share, "lo": lo, "hi": hi, "n": len(flags)}
-    for lang, direction in dirs.items():
+    # control: a random direction with the first direction's per-layer norms
+    control = random_direction_like(next(iter(dirs.values())), seed=cfg.seed)
+    for lang, direction in [*dirs.items(), ("random", control)]:
         for t in targets:
             path = out / "ablation" / lang / f"{t}.jsonl"
             if not _done(path).exists():
