@@ -56,8 +56,21 @@ def test_vulnerable_matrix_and_delta():
     assert d.sources == ["offensive/en"] and d.get("offensive/en", "python") == pytest.approx(0.5)
     with pytest.raises(EvalError, match="baseline"):
         delta_matrix(v, "nope")
+    dr = vulnerable_code_matrix(rows, baseline="base", n_boot=500)   # the same, with a CI of the difference
+    assert dr.sources == ["offensive/en"] and dr.metric == "vulnerable_code_rate_minus_base"
+    assert dr.get("offensive/en", "python") == pytest.approx(0.5) and dr.lo[0, 0] < 0.5 < dr.hi[0, 0]
+    assert -1.0 <= dr.lo[0, 0] and dr.hi[0, 0] <= 1.0
     with pytest.raises(EvalError, match="source"):
         misalignment_matrix([{"target": "en", "aligned": 1, "coherent": 99}])
+
+
+def test_bootstrap_diff_ci():
+    from em_interp.transfer.stats import bootstrap_diff_ci
+
+    d, lo, hi = bootstrap_diff_ci([True] * 60 + [False] * 40, [True] * 20 + [False] * 80, seed=1)
+    assert d == pytest.approx(0.4) and 0.2 < lo < 0.4 < hi < 0.6
+    assert bootstrap_diff_ci([True] * 5, [False] * 5) == (1.0, 1.0, 1.0)
+    assert all(math.isnan(x) for x in bootstrap_diff_ci([], [True]))
 
 
 def test_bootstrap_ci_contains_share_and_is_degenerate_for_constant():

@@ -28,7 +28,7 @@ from em_interp.config import config_hash, to_dict
 from em_interp.errors import ConfigError, EmInterpError
 from em_interp.transfer import adapters as A
 from em_interp.transfer.config import CODE_TARGET, TransferConfig, source_language
-from em_interp.transfer.matrix import (TransferMatrix, delta_matrix, is_misaligned, misalignment_matrix,
+from em_interp.transfer.matrix import (TransferMatrix, is_misaligned, misalignment_matrix,
                                        transfer_pairs, vulnerable_code_matrix)
 from em_interp.transfer.proximity import GENEALOGY_SOURCE, genealogical_proximity, representation_similarity
 from em_interp.transfer.stats import CorrelationResult, bootstrap_share_ci, spearman_permutation
@@ -279,9 +279,15 @@ def run_transfer(config: TransferConfig, out_dir: str | Path, *, device: str | N
         return TransferMatrix(m.metric, m.sources, m.targets + v.targets, np.hstack([m.value, v.value]),
                               np.hstack([m.lo, v.lo]), np.hstack([m.hi, v.hi]), np.hstack([m.n, v.n]))
 
-    allm = combined(mis, vul)
     use_delta = cfg.proximity.transfer == "delta" and cfg.include_base
-    transfer = delta_matrix(allm, BASE) if use_delta else allm
+    if use_delta:  # transfer effect = finetune minus base on the same target, with a bootstrap CI
+        kw = dict(sources=sources, n_boot=cfg.n_boot, seed=cfg.seed, baseline=BASE)
+        transfer = combined(
+            misalignment_matrix(rows, targets=cfg.languages, aligned_threshold=cfg.aligned_threshold,
+                                coherent_threshold=cfg.coherent_threshold, **kw),
+            vulnerable_code_matrix(rows, targets=[CODE_TARGET], **kw) if vul is not None else None)
+    else:
+        transfer = combined(mis, vul)
     results["transfer"] = {"metric": "delta vs base" if use_delta else "share", **transfer.to_dict()}
 
     langs = list(dict.fromkeys([source_language(s) for s in cfg.sources] + list(cfg.targets)))

@@ -107,3 +107,18 @@ def bootstrap_share_ci(flags: Sequence[bool], *, n_boot: int = 2000, seed: int =
         return (math.nan, math.nan, math.nan)
     lo, hi = bootstrap_ci(a, n_boot=n_boot, ci=level, seed=seed)
     return (float(a.mean()), float(lo), float(hi))
+
+
+def bootstrap_diff_ci(a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """(share(a) - share(b), lo, hi): percentile-bootstrap CI of a difference of two shares
+    from independent samples (each resampled on its own, seeded). NaN triple if either is empty."""
+    x = np.asarray(list(a), dtype=float)
+    y = np.asarray(list(b), dtype=float)
+    if x.size == 0 or y.size == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    diffs = (x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+             - y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1))
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return (float(x.mean() - y.mean()), float(lo), float(hi))
