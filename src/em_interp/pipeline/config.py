@@ -107,7 +107,10 @@ class DirectionSection:
 
 @dataclass
 class SteeringSection:
-    """Add alpha * direction to a model's residual stream and measure misaligned share."""
+    """Add alpha * direction to a model's residual stream and measure misaligned share.
+
+    ``alpha`` multiplies the raw (unnormalised) direction: with a model_diff direction,
+    alpha = 1 adds the finetune's mean activation shift at that layer."""
 
     enabled: bool = True
     target: str = "base"                        # "base" or an arm name (its first seed)
