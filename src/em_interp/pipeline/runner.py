@@ -214,8 +214,10 @@ def run_stages(cfg: ExperimentConfig, stages: list[Stage], run_dir: Path, *, con
         elif (sdir / DONE).exists():
             _clear(sdir)          # outputs tampered or missing: recompute
         partial = sdir.exists() and any(sdir.iterdir())
-        console.print(f"{header}: [bold cyan]running[/bold cyan]"
-                      + (f" ({reason}; resuming partial outputs)" if partial else f" ({reason})"))
+        note = "" if reason == "not done" else f" ({reason})"
+        if partial:
+            note = f" (resuming its partial outputs{'; ' + reason if reason != 'not done' else ''})"
+        console.print(f"{header}: [bold cyan]running[/bold cyan]{note}")
         sdir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(sdir / STARTED, {"fingerprint": fp, "inputs": inputs, "started": now_iso()})
         timer = Timer()
