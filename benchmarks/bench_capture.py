@@ -16,8 +16,11 @@ needs. Contenders, all fed the same examples, tokenized by the same code
 
 The N examples are cut into chunks; every contender processes chunk k (in an order that
 rotates) before any processes chunk k+1, so load swings on a shared machine hit all of
-them alike. Reported per contender: tokens/s (non-pad tokens / total seconds), the median
-per-chunk time ratio to ``plain_forward``, ``held_mb`` (bytes of the tensors the method
+them alike. Reported per contender: tokens/s (non-pad tokens / total wall seconds) and
+tokens per CPU-second of the calling thread (``time.thread_time``; with one torch thread
+all the compute runs there, so this is the cost without the waiting a shared machine
+adds), the throughput relative to ``plain_forward`` and the median per-chunk time ratio
+to it (wall and CPU), ``held_mb`` (bytes of the tensors the method
 keeps between chunks to compute the mean, at the end), ``chunk_peak_mb`` (max over chunks
 of the RSS or CUDA-allocated peak above the chunk's start: the transient working memory)
 and ``max_abs_diff_to_ours`` of its final means (``sites_differing_from_ours`` lists sites
@@ -214,7 +217,9 @@ def bench_capture(lm: Any, n: int, *, batch_size: int = 32, chunk: int = 250, ro
     chunks = [examples[i:i + chunk] for i in range(0, n, chunk)]
     built = {name: CONTENDERS[name](lm, sites, batch_size) for name in contenders}
     secs = {name: 0.0 for name in built}
+    cpu = {name: 0.0 for name in built}
     per_chunk: dict[str, list[float]] = {name: [] for name in built}
+    per_chunk_cpu: dict[str, list[float]] = {name: [] for name in built}
     peak = {name: 0 for name in built}
     held = {name: 0 for name in built}
     for c in built.values():  # warm-up (first-call costs), not timed
@@ -229,12 +234,14 @@ def bench_capture(lm: Any, n: int, *, batch_size: int = 32, chunk: int = 250, ro
                 c = built[name]
                 with PeakRSS() as rss, gpu_peak(device) as g:
                     sync(device)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     c.process(ch)
                     sync(device)
-                    dt = time.perf_counter() - t0
+                    dt, dc = time.perf_counter() - t0, time.thread_time() - c0
                 secs[name] += dt
+                cpu[name] += dc
                 per_chunk[name].append(dt)
+                per_chunk_cpu[name].append(dc)
                 peak[name] = max(peak[name], g["peak_delta"] if g["peak_delta"] is not None else rss.peak_delta)
             step += 1
         for name, c in built.items():
@@ -249,12 +256,16 @@ def bench_capture(lm: Any, n: int, *, batch_size: int = 32, chunk: int = 250, ro
             per_site = {s: float((res[s].float() - ref[s]).abs().max()) for s in sites}
             diff = max(per_site.values())
             mismatched = [s for s, d in per_site.items() if d > 1e-3 * max(1.0, float(ref[s].abs().max()))]
-        ratio_chunks = ([a / b for a, b in zip(per_chunk[name], per_chunk["plain_forward"])]
-                        if "plain_forward" in per_chunk else [])
+        has_ref = "plain_forward" in per_chunk
+        ratio_chunks = [a / b for a, b in zip(per_chunk[name], per_chunk["plain_forward"])] if has_ref else []
+        cpu_chunks = [a / b for a, b in zip(per_chunk_cpu[name], per_chunk_cpu["plain_forward"])] if has_ref else []
         rows[name] = {"seconds": round(secs[name], 4), "tokens_per_s": round(tokens * rounds / secs[name], 1),
-                      "time_ratio_to_plain_median": round(median(ratio_chunks), 4) if ratio_chunks else None,
-                      "throughput_vs_plain": (round(secs["plain_forward"] / secs[name], 4)
-                                              if "plain_forward" in secs else None),
+                      "time_ratio_to_plain_median": round(median(ratio_chunks), 4) if has_ref else None,
+                      "throughput_vs_plain": round(secs["plain_forward"] / secs[name], 4) if has_ref else None,
+                      "cpu_s": round(cpu[name], 4), "tokens_per_cpu_s": round(tokens * rounds / max(cpu[name], 1e-9), 1),
+                      "cpu_throughput_vs_plain": (round(cpu["plain_forward"] / max(cpu[name], 1e-9), 4)
+                                                  if has_ref else None),
+                      "cpu_time_ratio_to_plain_median": round(median(cpu_chunks), 4) if has_ref else None,
                       "held_mb": mb(held[name]), "chunk_peak_mb": mb(peak[name]), "max_abs_diff_to_ours": diff,
                       "sites_differing_from_ours": mismatched}
     out = {"n": n, "tokens": tokens, "response_tokens": resp_tokens, "tokenize_s": round(tok_s, 4),
@@ -265,12 +276,13 @@ def bench_capture(lm: Any, n: int, *, batch_size: int = 32, chunk: int = 250, ro
 
         with PeakRSS() as rss, gpu_peak(device) as g:
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             capture(lm, examples, sites, reduce="response_mean", backend=built["em_interp"].backend,
                     batch_size=batch_size)
             sync(device)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
         out["em_interp_single_call"] = {"seconds": round(dt, 4), "tokens_per_s": round(tokens / dt, 1),
+                                        "cpu_s": round(dc, 4), "tokens_per_cpu_s": round(tokens / max(dc, 1e-9), 1),
                                         "peak_mb": mb(g["peak_delta"] if g["peak_delta"] is not None
                                                       else rss.peak_delta)}
     return out

@@ -41,19 +41,20 @@ def bench_sampling(lm: Any, *, n_questions: int = 8, batch_size: int = 8, new_to
 
     qs = questions(n_questions)
 
-    def run(bs: int) -> tuple[float, int, int]:
-        t0 = time.perf_counter()
+    def run(bs: int) -> tuple[float, float, int]:
+        t0, c0 = time.perf_counter(), time.thread_time()
         rows = sample_answers(lm, qs, n_per_paraphrase=1, max_new_tokens=new_tokens, temperature=1.0,
                               batch_size=bs, seed=0)
-        return time.perf_counter() - t0, len(rows), sum(r["n_tokens"] for r in rows)
+        return time.perf_counter() - t0, time.thread_time() - c0, sum(r["n_tokens"] for r in rows)
 
     run(batch_size)  # warm-up
-    t_b, t_1, tok_b, tok_1 = [], [], [], []
+    t_b, t_1, tok_b, tok_1, c_b, c_1 = [], [], [], [], [], []
     for r in range(repeats):
         order = [batch_size, 1] if r % 2 == 0 else [1, batch_size]
         for bs in order:
-            dt, n, toks = run(bs)
+            dt, dc, toks = run(bs)
             (t_b if bs == batch_size else t_1).append(dt)
+            (c_b if bs == batch_size else c_1).append(dc)
             (tok_b if bs == batch_size else tok_1).append(toks)
     n = len(qs)
     out = {"answers": n, "max_new_tokens": new_tokens, "batch_size": batch_size, "repeats": repeats,
@@ -64,6 +65,9 @@ def bench_sampling(lm: Any, *, n_questions: int = 8, batch_size: int = 8, new_to
                              "seconds_median": round(median(t_1), 3), "tokens": int(median(tok_1))}}
     out["speedup_answers_per_s"] = round(out["batched"]["answers_per_s"] / out["one_at_a_time"]["answers_per_s"], 3)
     out["speedup_tokens_per_s"] = round(out["batched"]["tokens_per_s"] / out["one_at_a_time"]["tokens_per_s"], 3)
+    out["batched"]["cpu_s_median"] = round(median(c_b), 3)
+    out["one_at_a_time"]["cpu_s_median"] = round(median(c_1), 3)
+    out["speedup_tokens_per_cpu_s"] = round((median(tok_b) / median(c_b)) / (median(tok_1) / median(c_1)), 3)
     log(f"  sampling: batched x{out['speedup_tokens_per_s']:.2f} tokens/s vs one-at-a-time")
     return out
 

@@ -4,7 +4,7 @@ Each benchmark runs its contenders side by side, on the same inputs, in this pro
 (training runs ``benchmarks/bench_train.py`` in a subprocess and folds its JSON in).
 Writes ``<out>/<name>.json`` (with machine info) and ``<out>/README.md`` (the tables),
 and prints the tables. ``--quick`` shrinks every size for a fast check and writes under
-``benchmarks/results/quick/`` unless ``--out`` is given; ``--gpu`` runs on CUDA with the
+``benchmarks/results/quick/`` (GPU: ``results/gpu/``) unless ``--out`` is given; ``--gpu`` runs on CUDA with the
 0.5B model (and the tiny one) and skips cleanly when CUDA is absent.
 
 Names (``--only a,b``): capture, steer, eval, train.
@@ -151,30 +151,32 @@ def tables(results: dict) -> dict[str, str]:
             for r in m["runs"]:
                 for name, c in r["contenders"].items():
                     rows.append([m["model"], r["n"], r["tokens"], name, c["tokens_per_s"], c["throughput_vs_plain"],
-                                 c["time_ratio_to_plain_median"], c["held_mb"], c["chunk_peak_mb"],
+                                 c.get("tokens_per_cpu_s"), c.get("cpu_throughput_vs_plain"), c["held_mb"],
+                                 c["chunk_peak_mb"],
                                  c["max_abs_diff_to_ours"], ",".join(c["sites_differing_from_ours"] or []) or None])
                 sc = r.get("em_interp_single_call")
                 if sc:
                     rows.append([m["model"], r["n"], r["tokens"], "em_interp (one call over N)", sc["tokens_per_s"],
-                                 None, None, None, sc["peak_mb"], None, None])
+                                 None, sc.get("tokens_per_cpu_s"), None, None, sc["peak_mb"], None, None])
         out["capture"] = markdown_table(
-            ["model", "N", "tokens", "method", "tokens/s", "throughput / plain", "median chunk time / plain",
+            ["model", "N", "tokens", "method", "tokens/s (wall)", "x plain (wall)", "tokens/CPU-s", "x plain (CPU)",
              "held MB", "peak MB", "max abs diff to ours", "sites differing"], rows)
     st = results.get("steer")
     if st:
         rows = [[m["model"], k, m["new_tokens"], s["unsteered_tokens_per_s"], s["steered_tokens_per_s"],
-                 s["overhead_median"], "yes" if s["overhead_median"] <= m["target_overhead"] else "NO"]
+                 s["overhead_median"], s.get("overhead_cpu_median"),
+                 "yes" if s.get("overhead_cpu_median", s["overhead_median"]) <= m["target_overhead"] else "NO"]
                 for m in st.values() for k, s in m["setups"].items()]
         out["steer"] = markdown_table(["model", "steered layers", "new tokens", "unsteered tok/s", "steered tok/s",
-                                       "time steered / unsteered (median)", "<= 1.05"], rows)
+                                       "steered / unsteered (wall, median)", "(CPU, median)", "CPU <= 1.05"], rows)
     ev = results.get("eval")
     if ev:
         rows = [[m["model"], m["answers"], m["max_new_tokens"], m["batch_size"], m["batched"]["answers_per_s"],
                  m["one_at_a_time"]["answers_per_s"], m["batched"]["tokens_per_s"], m["one_at_a_time"]["tokens_per_s"],
-                 m["speedup_tokens_per_s"]] for m in ev["sampling"].values()]
+                 m["speedup_tokens_per_s"], m.get("speedup_tokens_per_cpu_s")] for m in ev["sampling"].values()]
         out["sampling"] = markdown_table(["model", "answers", "max new tokens", "batch", "batched answers/s",
                                           "one-at-a-time answers/s", "batched tok/s", "one-at-a-time tok/s",
-                                          "speedup (tok/s)"], rows)
+                                          "speedup (tok/s, wall)", "speedup (tok per CPU-s)"], rows)
         rows = [[j.get("name", j["kind"]), j.get("answers"), j.get("answers_per_s"), j.get("skipped")]
                 for j in ev["judges"].values()]
         out["judges"] = markdown_table(["judge", "answers", "answers/s", "skipped"], rows)
@@ -231,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capture-n", action="append", default=[], metavar="MODEL=N1,N2",
                     help="override the capture sizes for one model (repeatable), e.g. smollm2-135m-instruct=100,1000")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared box)")
-    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results[/quick|/gpu])")
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results[/gpu][/quick])")
+    ap.add_argument("--tables", action="store_true", help="only rebuild README.md from the JSON already in --out")
     args = ap.parse_args(argv)
 
     import torch
@@ -252,9 +255,20 @@ def main(argv: list[str] | None = None) -> int:
             plan.capture_n[model.strip()] = [int(x) for x in sizes.split(",") if x.strip()]
         except ValueError:
             ap.error(f"--capture-n {spec!r}: expected MODEL=N1,N2 with integer sizes")
-    out_dir = Path(args.out) if args.out else RESULTS / ("gpu" if args.gpu else "cpu") / ("quick" if args.quick else "")
+    out_dir = Path(args.out) if args.out else RESULTS / ("gpu" if args.gpu else "") / ("quick" if args.quick else "")
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.tables:
+        merged, first = {}, None
+        for name in NAMES:
+            path = out_dir / f"{name}.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                merged[name], first = data["results"], first or data
+        if first is None:
+            ap.error(f"no benchmark JSON in {out_dir}")
+        print(write_readme(out_dir, merged, first["machine"], first["command"]))
+        return 0
     if not args.gpu:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
