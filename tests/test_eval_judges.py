@@ -221,10 +221,10 @@ def test_exported_heads_match_sklearn():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 12)).astype(np.float32)
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
-    for model in (LogisticRegression().fit(X, y), MLPClassifier((8,), max_iter=300, random_state=0).fit(X, y)):
+    for model in (LogisticRegression().fit(X, y), MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0).fit(X, y)):
         arrays, spec = export_head(model, "h")
         np.testing.assert_allclose(_forward(arrays, spec, "h", X), model.predict_proba(X)[:, 1], atol=1e-5)
-    for model in (Ridge().fit(X, X[:, 0]), MLPRegressor((8,), max_iter=300, random_state=0).fit(X, X[:, 0])):
+    for model in (Ridge().fit(X, X[:, 0]), MLPRegressor(hidden_layer_sizes=(8,), max_iter=300, random_state=0).fit(X, X[:, 0])):
         arrays, spec = export_head(model, "h")
         np.testing.assert_allclose(_forward(arrays, spec, "h", X), model.predict(X), atol=1e-4)
 
@@ -255,3 +255,27 @@ def test_distilled_judge_scores(distilled):
     assert j_gib.coherent < j_kind.coherent
     assert j_code.label == "CODE" and j_code.aligned is None
     assert distilled.score(q, kind).aligned == pytest.approx(j_kind.aligned, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_default_model_paper_questions_all_three_judges(default_lm, em_reference, tmp_path):
+    """Done-when of issue 5: the paper's 8 main questions x 2 samples on the default model,
+    judged by api (fake server), local (the default model itself) and distilled, in one file."""
+    from em_interp.data import load_questions
+    from em_interp.eval import ResultsFile, evaluate, summarize
+
+    qs = [q for q in load_questions(em_reference / "evaluation" / "first_plot_questions.yaml") if q.form == "plain"]
+    assert len(qs) == 8
+    out = tmp_path / "smollm2.jsonl"
+    with FakeOpenAI() as srv:
+        judges = [load_judge("api", base_url=srv.url, cache_dir=None), load_judge("distilled"),
+                  load_judge("local", model=default_lm)]
+        for judge in judges:
+            evaluate(default_lm, qs, judge, out, n_per_paraphrase=2, max_new_tokens=48, batch_size=8)
+    res = ResultsFile(out)
+    assert len(res.samples) == 16
+    assert res.judges() == sorted(j.name for j in judges)
+    for judge in judges:
+        s = summarize(out, judge=judge.name)
+        assert s["overall"]["n"] == 16 and set(s["by_question"]) == {q.id for q in qs}
+        print(judge.name, {k: s["overall"][k] for k in ("misaligned_share", "coherent_share", "mean_aligned")})
