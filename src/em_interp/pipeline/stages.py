@@ -256,13 +256,19 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
     """Extract the misalignment direction (model-diff, mean-diff or persona) and its texts."""
     cfg, dc = ctx.cfg, ctx.cfg.interp.directions
     arm, seed = cfg.direction_arm, cfg.direction_seed
+    ev = cfg.eval
     texts: list[dict[str, Any]] = []
-    if arm is not None:
+    if dc.method == "model_diff":
+        # the same texts through both models: answers of the finetuned and the reference model
         for key in (f"{arm}.seed-{seed}", "base" if dc.reference == "base" else f"{dc.reference}.seed-{seed}"):
-            if (ctx.dir("eval") / f"{key}.jsonl").exists():
-                texts += answered_conversations(ctx, key)
-    # interleave-free, deterministic: the first n_texts answers of each model
-    texts = _balanced(texts, dc.n_texts)
+            texts += answered_conversations(ctx, key)
+        texts = _balanced(texts, dc.n_texts)
+    elif dc.method == "mean_diff":
+        # misaligned vs aligned judged answers of the same (finetuned) model
+        own = answered_conversations(ctx, f"{arm}.seed-{seed}")
+        half = max(1, dc.n_texts // 2)
+        texts = ([t for t in own if api.is_misaligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)][:half]
+                 + [t for t in own if api.is_aligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)][:half])
     api.write_jsonl(ctx.stage_dir / "texts.jsonl", [{"messages": t["messages"], "meta": t["meta"]} for t in texts])
     base_lm = load(ctx)
     layers = _layers(dc.layers, base_lm.n_layers)
@@ -272,7 +278,6 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
         direction = api.model_diff(ref, ft, [t["messages"] for t in texts], dc.site, layers, dc.reduce)
     elif dc.method == "mean_diff":
         ft = load(ctx, find_target(ctx, arm, seed))
-        ev = cfg.eval
         mis = [t["messages"] for t in texts if api.is_misaligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)]
         ali = [t["messages"] for t in texts if api.is_aligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)]
         if len(mis) < 2 or len(ali) < 2:
@@ -296,6 +301,7 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
 
 
 def _balanced(texts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The first ``n / #models`` texts of each model (deterministic, models equally represented)."""
     by_model: dict[str, list] = {}
     for t in texts:
         by_model.setdefault(t["meta"].get("model_key", ""), []).append(t)
@@ -431,8 +437,8 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
                 "fell back to arm labels (finetuned-arm answers vs base answers)")
         labels = "arm"
     if labels == "arm":
-        arm = cfg.direction_arm
-        pos = [c for c in convs if c["meta"].get("arm") == arm]
+        finals = {f"{cfg.direction_arm}.seed-{s}" for s in cfg.seeds}
+        pos = [c for c in convs if c["meta"].get("model_key") in finals]
         neg = [c for c in convs if c["meta"].get("model_key") == "base"]
     k = min(len(pos), len(neg))
     if k < 2:
@@ -460,9 +466,8 @@ def stage_report(ctx: RunContext) -> dict[str, Any]:
         arm = rc.diff_arm or cfg.direction_arm
         target = find_target(ctx, arm)
         texts_path = ctx.dir("directions") / "texts.jsonl"
-        texts = [t["messages"] for t in read_jsonl_conversations(texts_path)] if texts_path.exists() else \
-            [c["messages"] for c in answered_conversations(ctx, "base")]
-        texts = texts[: rc.diff_texts]
+        texts = [t["messages"] for t in read_jsonl_conversations(texts_path)] if texts_path.exists() else []
+        texts = (texts or [c["messages"] for c in answered_conversations(ctx, "base")])[: rc.diff_texts]
         base_lm, ft_lm = load(ctx), load(ctx, target)
         direction = None
         if (ctx.dir("directions") / "direction.safetensors").exists():
