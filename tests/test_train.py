@@ -338,3 +338,24 @@ def test_cli_seed_sweep(tiny_dir, tmp_path):
     res = CliRunner().invoke(app, ["train", str(cfg), "--seeds", "0,1", "--out", str(out), "--resume",
                                    "--no-progress"])
     assert res.exit_code == 0 and res.output.count('"skipped": true') == 2
+
+
+# --- the real default model (slow) ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_default_model_lora_loss_falls_and_adapter_changes_generations(default_lm, tmp_path):
+    from em_interp.data import build_dataset, load_chat_jsonl
+
+    build_dataset("insecure", 8, 0, tmp_path / "insecure.jsonl")
+    rows = [{"messages": r.messages} for r in load_chat_jsonl(tmp_path / "insecure.jsonl")]
+    cfg = TrainConfig(model="smollm2-135m-instruct", output_dir=str(tmp_path / "run"), lr=3e-4, warmup_steps=1,
+                      per_device_batch_size=2, gradient_accumulation_steps=1, epochs=2, save_steps=0,
+                      progress=False, max_seq_length=1024)
+    r = train(cfg, examples=rows)
+    curve = [c["loss"] for c in r.metadata["loss_curve"]]
+    assert len(curve) == 8 and sum(curve[-2:]) < sum(curve[:2])
+    tuned = load_model("smollm2-135m-instruct", adapter=r.adapter_dir, device="cpu")
+    prompt = rows[0]["messages"][:1]
+    assert tuned.chat(prompt, max_new_tokens=24) != default_lm.chat(prompt, max_new_tokens=24)
