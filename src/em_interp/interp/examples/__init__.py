@@ -1,0 +1,1 @@
+"""Runnable examples of the interp API (``python -m em_interp.interp.examples.<name>``)."""
