@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--cap-per-model", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kinds", default="linear,mlp", help="head families to compare by grouped CV")
+    ap.add_argument("--kinds", default="linear", help="head families (linear, mlp); several are compared by grouped CV")
     args = ap.parse_args(argv)
 
     import torch
