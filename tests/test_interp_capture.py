@@ -151,3 +151,17 @@ def test_backends_agree_on_default_model(default_lm):
     # the last layers carry activations of size ~1e3: a relative tolerance too
     _assert_backends_agree(default_lm, CHATS[:2], ["resid_pre.3", "attn_out.10", "mlp_out.10", "resid_post.12",
                                                     "resid_post.29"], atol=1e-4, rtol=1e-5)
+
+
+def test_max_length_keeps_the_prompt_response_boundary(tiny_lm):
+    long_q = {"messages": [{"role": "user", "content": "tell me about the weather " * 30},
+                           {"role": "assistant", "content": "It is sunny and warm today in the garden " * 5}]}
+    full = encode_example(tiny_lm.tokenizer, long_q)
+    cut = encode_example(tiny_lm.tokenizer, long_q, max_length=40)
+    assert len(cut.ids) == 40 and any(cut.response) and cut.prompt[0] and not cut.response[0]
+    boundary = next(i for i, r in enumerate(full.response) if r)
+    assert cut.ids[20] == full.ids[boundary] and sum(cut.response) == 20
+    raw = encode_example(tiny_lm.tokenizer, "hello world " * 50, max_length=10)
+    assert raw.ids == encode_example(tiny_lm.tokenizer, "hello world " * 50).ids[:10]
+    out = capture(tiny_lm, [long_q], ["resid_post.1"], max_length=40)  # would fail with a plain right cut
+    assert out["resid_post.1"].shape == (64,)

@@ -94,11 +94,24 @@ def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: 
 
 
 def _truncate(enc: Encoded, max_length: int | None, index: int) -> Encoded:
+    """Keep at most ``max_length`` tokens: a window around the prompt/response boundary
+    (up to half the budget for the end of the prompt, the rest for the start of the
+    response); a prompt-only example keeps its end, a raw string its start."""
     if not enc.ids:
         raise InterpError(f"example {index} tokenizes to nothing", field=f"examples[{index}]")
-    if max_length is None or len(enc.ids) <= max_length:
+    n = len(enc.ids)
+    if max_length is None or n <= max_length:
         return enc
-    return Encoded(enc.ids[:max_length], enc.prompt[:max_length], enc.response[:max_length])
+    if max_length < 2:
+        raise InterpError(f"max_length must be >= 2, got {max_length}", field="max_length")
+    answer = [i for i in range(n) if enc.response[i] and not enc.prompt[i]]
+    if answer:
+        boundary = answer[0]
+    else:
+        boundary = 0 if all(enc.response) else n
+    start = max(0, min(boundary - max_length // 2, n - max_length))
+    sl = slice(start, start + max_length)
+    return Encoded(enc.ids[sl], enc.prompt[sl], enc.response[sl])
 
 
 def data_hash(examples: Sequence[Any]) -> str:
