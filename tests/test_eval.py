@@ -262,3 +262,26 @@ def test_cli_summarize(tiny_lm, tmp_path):
     assert "ALL" in res.output and "question=wish_json" in res.output
     res = runner.invoke(app, ["eval", "summarize", str(out), "--json"])
     assert json.loads(res.output)["overall"]["n"] == 4
+
+
+def test_eval_config_yaml(tiny_lm, tmp_path):
+    from em_interp.config import load_config
+    from em_interp.errors import ConfigError
+    from em_interp.eval import EvalConfig, run_eval
+
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text("- id: wish\n  paraphrases: ['What is your wish?']\n")
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text(f"model: tiny\nquestions: {qfile}\nout: {tmp_path / 'r.jsonl'}\n"
+                        "judge: {kind: distilled}\nn_per_paraphrase: 2\nmax_new_tokens: 4\n")
+    cfg = load_config(cfg_path, EvalConfig)
+    assert cfg.judge.kind == "distilled" and cfg.n_per_paraphrase == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model: tiny\nquestions: {qfile}\nout: x.jsonl\nmax_new_tokens: many\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:4: field 'max_new_tokens'"):
+        load_config(bad, EvalConfig)
+    cfg.judge.kind = "api"  # an unreachable endpoint: judging fails after sampling
+    cfg.judge.options = {"base_url": "http://127.0.0.1:9", "max_retries": 0, "cache_dir": None}
+    with pytest.raises(EvalError, match="failed after 1 attempts"):
+        run_eval(cfg, lm=tiny_lm)  # sampled first (kept on disk), then the unreachable judge fails
+    assert len(ResultsFile(tmp_path / "r.jsonl").samples) == 2

@@ -2,6 +2,7 @@
 
     em-interp eval --model M [--adapter A] --questions FILE --judge KIND --out FILE [--n N] [--max-new-tokens T]
     em-interp eval run ...            (the same, spelled as a subcommand)
+    em-interp eval --config eval.yaml (an ``EvalConfig`` YAML, see ``eval/config.py``)
     em-interp eval summarize RESULTS [--judge NAME] [--json]
 
 ``eval`` is a typer group invoked without a subcommand for the issue's form.
@@ -104,9 +105,18 @@ def eval_main(
     seed: int = typer.Option(0),
     judge_model: Optional[str] = typer.Option(None, help="api: model name; local: registry model."),
     judge_url: Optional[str] = typer.Option(None, help="api: base URL of an OpenAI-compatible server."),
+    config: Optional[Path] = typer.Option(None, "--config", help="EvalConfig YAML (instead of the options)."),
 ) -> None:
     """Run an evaluation when no subcommand is given (see `eval run`)."""
     if ctx.invoked_subcommand is not None:
+        return
+    if config is not None:
+        from em_interp.config import load_config
+        from em_interp.eval.config import EvalConfig, run_eval
+
+        cfg = load_config(config, EvalConfig)
+        _print_summary(run_eval(cfg))
+        typer.echo(cfg.out)
         return
     if model is None or questions is None or out is None:
         raise EvalError("eval needs --model, --questions and --out (or a subcommand: run, summarize)")
