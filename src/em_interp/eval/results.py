@@ -57,7 +57,11 @@ class ResultsFile:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fence = self.path.exists() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
+        fence = False
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                fence = fh.read(1) != b"\n"  # a torn last line: start ours on a fresh line
         with self.path.open("a", encoding="utf-8") as fh:
             if fence:
                 fh.write("\n")
