@@ -262,6 +262,7 @@ def test_distilled_judge_scores(distilled):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_default_model_paper_questions_all_three_judges(default_lm, em_reference, tmp_path):
     """Done-when of issue 5: the paper's 8 main questions x 1 sample on the default model,
     judged by api (fake server), local (the default model itself) and distilled, in one file."""
