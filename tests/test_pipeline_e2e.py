@@ -1,6 +1,6 @@
-"""The real pipeline end to end on the tiny model (all stages, the real packages, the
-distilled judge), with a crash injected between stages and a resume that recomputes
-nothing that finished."""
+"""The real pipeline end to end on the tiny model (all stages, the real packages, a real
+``local`` judge whose judge model is a second tiny model), with a crash injected between
+stages and a resume that recomputes nothing that finished."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from rich.console import Console
 from em_interp.pipeline import experiment_from_dict, run
 from em_interp.pipeline.stages import default_stages
 
+# ~1 minute on an idle 2-core machine; the generous timeout is for oversubscribed shared machines.
+pytestmark = pytest.mark.timeout(1800)
+
 TINY = {
     "name": "tiny_e2e",
     "model": "tiny:llama",
@@ -24,7 +27,7 @@ TINY = {
     "train": {"overrides": {"lr": 1e-3, "lora": {"r": 4, "alpha": 8}, "per_device_batch_size": 4,
                             "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_seq_length": 256,
                             "save_steps": 2, "progress": False}},
-    "eval": {"max_questions": 2, "samples": 2, "max_new_tokens": 6, "batch_size": 8, "judge": "distilled",
+    "eval": {"max_questions": 2, "samples": 2, "max_new_tokens": 6, "batch_size": 8, "judge": "local",
              "checkpoints": True},
     "interp": {"directions": {"method": "model_diff", "arm": "evil", "n_texts": 8},
                "steering": {"layers": [1], "alphas": [0.0, 4.0], "samples": 1},
@@ -59,9 +62,19 @@ def _crashing(stages, at: str):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_cfg(tmp_path_factory):
+    from em_interp.models import save_tiny_model
+
+    judge_dir = save_tiny_model(tmp_path_factory.mktemp("judge") / "judge_model", seed=3)
+    d = json.loads(json.dumps(TINY))
+    d["eval"]["judge_options"] = {"model": str(judge_dir)}
+    return experiment_from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_cfg):
     root = tmp_path_factory.mktemp("artifacts")
-    cfg = experiment_from_dict(TINY)
+    cfg = tiny_cfg
     console = Console(file=open("/dev/null", "w"))
     stages = _crashing(default_stages(), "steering")
     t0 = time.time()
@@ -91,7 +104,9 @@ def test_end_to_end_under_a_minute(tiny_run):
     oversubscribed machine the bound scales with the 1-minute load per core (reported)."""
     load_per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
     budget = 60.0 * max(1.0, load_per_core)
-    print(f"tiny pipeline: {tiny_run['seconds']:.1f}s (load/core {load_per_core:.1f}, budget {budget:.0f}s)")
+    cpu = sum(st.get("cpu_s") or 0 for st in tiny_run["res"].manifest["stages"].values())
+    print(f"tiny pipeline: {tiny_run['seconds']:.1f}s wall, last session CPU {cpu:.1f}s "
+          f"(load/core {load_per_core:.1f}, budget {budget:.0f}s)")
     assert tiny_run["seconds"] < budget
 
 
@@ -120,12 +135,15 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     acc = json.loads((d / "probes" / "accuracy.json").read_text())
     assert acc["layers"] == [0, 1, 2, 3] and all(0.0 <= a <= 1.0 for a in acc["accuracy"])
     assert (d / "report" / "diff" / "report.html").exists()
-    assert tiny_run["res"].report is not None and tiny_run["res"].report.exists()
+    report = tiny_run["res"].report
+    assert report == d / "report" / "report.html"
+    html = report.read_text()
+    assert html.count("<img") >= 5 and "Steering" in html and "Ablation" in html
 
 
-def test_from_stage_reruns_only_later_stages(tiny_run):
+def test_from_stage_reruns_only_later_stages(tiny_run, tiny_cfg):
     d = tiny_run["run_dir"]
     eval_mtime = (d / "eval" / "summary.json").stat().st_mtime_ns
-    res = run(experiment_from_dict(TINY), resume=d, from_stage="ablation", console=Console(file=open("/dev/null", "w")))
+    res = run(tiny_cfg, resume=d, from_stage="ablation", console=Console(file=open("/dev/null", "w")))
     assert res.ran == ["ablation", "probes", "report"]
     assert (d / "eval" / "summary.json").stat().st_mtime_ns == eval_mtime

@@ -230,7 +230,7 @@ def run_stages(cfg: ExperimentConfig, stages: list[Stage], run_dir: Path, *, con
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             msg = str(exc) if isinstance(exc, EmInterpError) else f"{type(exc).__name__}: {exc}"
             manifest.set_stage(stage.name, status=status, ended=now_iso(), duration_s=timer.elapsed,
-                               error=msg,
+                               cpu_s=timer.cpu, error=msg,
                                traceback=None if isinstance(exc, EmInterpError) else
                                "".join(traceback.format_exception(exc))[-4000:])
             console.print(f"{header}: [bold red]{status}[/bold red] after {timer.elapsed:.1f}s: {msg}")
@@ -245,13 +245,15 @@ def run_stages(cfg: ExperimentConfig, stages: list[Stage], run_dir: Path, *, con
             "started": started_at,
             "ended": now_iso(),
             "duration_s": timer.elapsed,
+            "cpu_s": timer.cpu,
         }
         write_json_atomic(sdir / DONE, done)
         (sdir / STARTED).unlink(missing_ok=True)
         inputs[stage.name] = _done_digest(done)
         ran.append(stage.name)
-        manifest.set_stage(stage.name, status="done", ended=done["ended"], duration_s=timer.elapsed)
-        console.print(f"{header}: [green]done[/green] in {timer.elapsed:.1f}s")
+        manifest.set_stage(stage.name, status="done", ended=done["ended"], duration_s=timer.elapsed,
+                           cpu_s=done["cpu_s"])
+        console.print(f"{header}: [green]done[/green] in {timer.elapsed:.1f}s (CPU {done['cpu_s']:.1f}s)")
 
     report = _find_report(run_dir)
     manifest.finish(str(report) if report else None)
@@ -274,12 +276,14 @@ def _print_summary(console: Console, manifest: Manifest, run_dir: Path, report: 
     table.add_column("stage")
     table.add_column("status")
     table.add_column("seconds", justify="right")
+    table.add_column("CPU s", justify="right")
     for name, st in manifest.data.get("stages", {}).items():
         status = st.get("status", "?")
         if st.get("skipped_this_session"):
             status += " (skipped)"
-        dur = st.get("duration_s")
-        table.add_row(name, status, f"{dur:.1f}" if isinstance(dur, (int, float)) else "")
+        dur, cpu = st.get("duration_s"), st.get("cpu_s")
+        table.add_row(name, status, f"{dur:.1f}" if isinstance(dur, (int, float)) else "",
+                      f"{cpu:.1f}" if isinstance(cpu, (int, float)) else "")
     console.print(table)
     console.print(f"run directory: {run_dir}")
     if report is not None:
