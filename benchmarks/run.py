@@ -184,10 +184,12 @@ def tables(results: dict) -> dict[str, str]:
     if tr:
         if "result" in tr:
             rows = [[r["model"], r["examples"], r["steps"], r["em_interp"]["tokens_per_s"],
-                     r["hf_trainer"]["tokens_per_s"], r["ratio_em_interp_over_trainer"]]
-                    for r in tr["result"]["results"]]
+                     r["hf_trainer"]["tokens_per_s"], r["ratio_em_interp_over_trainer"],
+                     r["em_interp"].get("tokens_per_cpu_s"), r["hf_trainer"].get("tokens_per_cpu_s"),
+                     r.get("ratio_per_cpu_s")] for r in tr["result"]["results"]]
             out["train"] = markdown_table(["model", "examples", "optimizer steps", "em_interp tok/s",
-                                           "transformers Trainer tok/s", "ours / Trainer"], rows)
+                                           "Trainer tok/s", "ours / Trainer (wall)", "em_interp tok/CPU-s",
+                                           "Trainer tok/CPU-s", "ours / Trainer (CPU)"], rows)
         else:
             out["train"] = f"skipped: {tr.get('skipped')}"
     return out
