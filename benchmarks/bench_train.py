@@ -113,7 +113,7 @@ def main() -> None:
     from em_interp.models.provision import converted_dir, pull
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = []
+    path = OUT / f"train_{'gpu' if device == 'cuda' else 'cpu'}.json"
     for name in args.models:
         pull(name, quiet=True)
         tok = load_tokenizer(converted_dir(name), converted=True)
@@ -127,20 +127,25 @@ def main() -> None:
             ours = _run_ours(cfg, examples, Path(tmp) / "ours")
             hf = _run_trainer(cfg, examples, Path(tmp) / "trainer")
         row = {"model": name, "examples": n, "steps": args.steps, "batch": args.batch, "accum": args.accum,
-               "em_interp": ours, "hf_trainer": hf,
+               "max_tokens": args.max_tokens, "load_avg_1m": os.getloadavg()[0], "em_interp": ours, "hf_trainer": hf,
                "ratio_em_interp_over_trainer": round(ours["tokens_per_s"] / hf["tokens_per_s"], 3),
                "ratio_per_cpu_s": round(ours["tokens_per_cpu_s"] / hf["tokens_per_cpu_s"], 3)}
         print(json.dumps(row))
-        results.append(row)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"train_{'gpu' if device == 'cuda' else 'cpu'}.json"
+        _write(path, device, row)
+    print(path)
+
+
+def _write(path: Path, device: str, row: dict) -> None:
+    """Merge ``row`` into the results file (one row per model; other models' rows kept)."""
+    old = json.loads(path.read_text())["results"] if path.exists() else []
+    results = [r for r in old if r["model"] != row["model"]] + [row]
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"device": device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-               "load_avg_1m_at_end": os.getloadavg()[0], "python": platform.python_version(),
+               "python": platform.python_version(),
                "torch": torch.__version__, "note": "LoRA r=32 rsLoRA on all projections, fp32 on CPU; "
                "tokens = non-padding tokens; shared machine: wall numbers are noisy, "
                "tokens_per_cpu_s is the steadier comparison", "results": results}
     path.write_text(json.dumps(payload, indent=1))
-    print(path)
 
 
 if __name__ == "__main__":
