@@ -14,7 +14,7 @@ from benchmarks.common import markdown_table, tensor_bytes
 
 def test_capture_contenders_agree_and_ours_holds_constant_memory(tiny_lm):
     small = bench_capture(tiny_lm, 16, batch_size=8, chunk=8, log=lambda m: None)
-    big = bench_capture(tiny_lm, 48, batch_size=8, chunk=8, single_call=False, log=lambda m: None)
+    big = bench_capture(tiny_lm, 32, batch_size=8, chunk=8, single_call=False, log=lambda m: None)
     c = small["contenders"]
     assert set(c) == {"plain_forward", "em_interp", "hf_hidden_states", "tl_run_with_cache"}
     assert small["tokens"] > small["response_tokens"] > 0
