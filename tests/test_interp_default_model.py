@@ -7,6 +7,7 @@ import pytest
 
 @pytest.mark.slow
 @pytest.mark.real_model
+@pytest.mark.timeout(1800)  # ~4 min of CPU; much longer on a shared, overloaded machine
 def test_persona_steering_shifts_default_model_answers(default_lm, tmp_path, capsys):
     from em_interp.interp import generate_answers
     from em_interp.interp.examples import persona_steering
