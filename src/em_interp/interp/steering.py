@@ -92,9 +92,15 @@ def _fit(lm: Any, direction: Direction, layers: Any) -> tuple[Any, list[int]]:
 
 
 @contextlib.contextmanager
-def _layer_hooks(model: Any, layers: list[int], edit: Callable[[int, Any, dict], Any]) -> Iterator[None]:
+def _layer_hooks(model: Any, layers: list[int], edit: Callable[[int, Any, dict], Any],
+                 positions: str = "all") -> Iterator[None]:
+    """Forward hooks replacing each layer's output with ``edit(layer, h, state)``. The
+    position tracker (a pre-hook reading the KV-cache length every step) is installed only
+    when ``positions`` needs it: with ``"all"`` it would be pure per-step overhead."""
     handles = []
-    with _position_tracker(model) as state:
+    tracker = (_position_tracker(model) if positions != "all"
+               else contextlib.nullcontext({"offset": 0, "prompt_len": None}))
+    with tracker as state:
         try:
             blocks = decoder_layers(model)
             for layer in layers:
@@ -131,7 +137,7 @@ def steer(lm: Any, direction: Direction, alpha: float, layers: int | Sequence[in
             return h + add
         return h + add * mask[None, :, None].to(h.dtype)
 
-    with _layer_hooks(model, layer_list, edit):
+    with _layer_hooks(model, layer_list, edit, positions):
         yield
 
 
@@ -163,7 +169,7 @@ def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str = "a
         return h - proj
 
     handles = []
-    with _layer_hooks(model, layer_list, project_out) as state:
+    with _layer_hooks(model, layer_list, project_out, positions) as state:
         try:
             if layers == "all":  # also clean the embeddings entering layer 0
                 def pre(module, args, kwargs):

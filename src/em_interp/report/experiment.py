@@ -62,7 +62,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _need(obj: dict, key: str, path: Path, line: int | None = None, types: tuple = (int, float)) -> Any:
+def _need(obj: dict, key: str, path: Path, line: int | None = None, types: tuple = (int, float),
+          allow_none: bool = False) -> Any:
+    """The value of ``key``; the key must be present. ``allow_none``: null is valid (e.g. a
+    misaligned share over zero scorable answers), shown as n/a."""
+    if allow_none and key in obj and obj[key] is None:
+        return None
     value = obj.get(key)
     if not isinstance(value, types) or isinstance(value, bool):
         raise ReportError(f"missing or not a {'/'.join(t.__name__ for t in types)}: {value!r}",
@@ -200,7 +205,7 @@ def _curve_rows(path: Path) -> list[dict]:
     rows = read_jsonl(path)
     for r in rows:
         _need(r, "layer", path, r["_line"], (int,))
-        _need(r, "misaligned_share", path, r["_line"])
+        _need(r, "misaligned_share", path, r["_line"], allow_none=True)
     return rows
 
 
@@ -220,7 +225,7 @@ def _steering_section(run_dir: Path, fig_dir: Path) -> Section | None:
         for r in sorted((r for r in rows if str(r.get("target", "")) == target), key=lambda r: (r["layer"], r["alpha"])):
             c = curves.setdefault(str(r["layer"]), {"alpha": [], "share": [], "lo": [], "hi": []})
             c["alpha"].append(r["alpha"])
-            c["share"].append(r["misaligned_share"])
+            c["share"].append(_num(r["misaligned_share"]))
             c["lo"].append(_num(r.get("ci_low")))
             c["hi"].append(_num(r.get("ci_high")))
             table_rows.append([target, r["layer"], r["alpha"], _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
@@ -245,11 +250,11 @@ def _ablation_section(run_dir: Path, fig_dir: Path) -> Section | None:
         return None
     for r in rows:
         _need(r, "condition", path, r["_line"], (str,))
-        _need(r, "misaligned_share", path, r["_line"])
+        _need(r, "misaligned_share", path, r["_line"], allow_none=True)
     labels = [("random direction " + r["condition"].split("-", 1)[1]) if r["condition"].startswith("random")
               else ("no ablation" if r["condition"] == "none" else f"ablate {r['condition']}") for r in rows]
     target = rows[0].get("target", "")
-    fig = figures.ablation_bars(labels, [r["misaligned_share"] for r in rows], fig_dir / "ablation.png",
+    fig = figures.ablation_bars(labels, [_num(r["misaligned_share"]) for r in rows], fig_dir / "ablation.png",
                                 lo=[_num(r.get("ci_low")) for r in rows], hi=[_num(r.get("ci_high")) for r in rows],
                                 title=f"Directional ablation in {target}: misaligned share (95% CI)")
     return Section("Ablation", text="Grey bars: same-norm random directions (the control).", figures=[fig],
