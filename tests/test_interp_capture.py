@@ -165,3 +165,23 @@ def test_max_length_keeps_the_prompt_response_boundary(tiny_lm):
     assert raw.ids == encode_example(tiny_lm.tokenizer, "hello world " * 50).ids[:10]
     out = capture(tiny_lm, [long_q], ["resid_post.1"], max_length=40)  # would fail with a plain right cut
     assert out["resid_post.1"].shape == (64,)
+
+
+def test_batches_stream_in_bounded_windows(tiny_lm, monkeypatch):
+    """Examples are encoded and length-sorted a window at a time (memory bounded in N), every
+    example is used exactly once, and the streamed mean does not depend on the window."""
+    import functools
+    import sys
+
+    from em_interp.interp.inputs import iter_batches
+
+    capture_module = sys.modules["em_interp.interp.capture"]  # the package re-exports the function
+
+    texts = [("word " * (1 + (7 * i) % 13)).strip() for i in range(23)]
+    seen = [i for b in iter_batches(tiny_lm.tokenizer, texts, batch_size=2, window_batches=2) for i in b.indices]
+    assert sorted(seen) == list(range(23))
+    assert all(set(seen[w:w + 4]) == set(range(w, min(w + 4, 23))) for w in range(0, 23, 4))
+    one_window = capture(tiny_lm, texts, ["resid_post.2"], reduce="all_mean", batch_size=2)
+    monkeypatch.setattr(capture_module, "iter_batches", functools.partial(iter_batches, window_batches=1))
+    windowed = capture(tiny_lm, texts, ["resid_post.2"], reduce="all_mean", batch_size=2)
+    torch.testing.assert_close(windowed["resid_post.2"], one_window["resid_post.2"], rtol=1e-5, atol=1e-6)

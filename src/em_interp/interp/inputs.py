@@ -125,32 +125,43 @@ def data_hash(examples: Sequence[Any]) -> str:
 
 
 def iter_batches(tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 8, padding_side: str = "right",
-                 max_length: int | None = None, device: Any = "cpu", sort_by_length: bool = True) -> Iterator[Batch]:
-    """Encode and pad examples into batches. Sorting by length keeps padding small;
-    ``Batch.indices`` says which original examples each batch row is."""
-    import torch
-
+                 max_length: int | None = None, device: Any = "cpu", sort_by_length: bool = True,
+                 window_batches: int = 64) -> Iterator[Batch]:
+    """Encode and pad examples into batches. Sorting by length (within windows of
+    ``window_batches`` batches) keeps padding small; ``Batch.indices`` says which original
+    examples each batch row is."""
     if padding_side not in ("left", "right"):
         raise InterpError(f"padding_side must be 'left' or 'right', got {padding_side!r}", field="padding_side")
     if batch_size < 1:
         raise InterpError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
-    encoded = [encode_example(tokenizer, ex, index=i, max_length=max_length) for i, ex in enumerate(examples)]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids)) if sort_by_length else list(range(len(encoded)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for b0 in range(0, len(order), batch_size):
-        idx = order[b0:b0 + batch_size]
-        rows = [encoded[i] for i in idx]
-        T = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-        att = torch.zeros((len(rows), T), dtype=torch.long)
-        pm = torch.zeros((len(rows), T), dtype=torch.bool)
-        rm = torch.zeros((len(rows), T), dtype=torch.bool)
-        for j, r in enumerate(rows):
-            n = len(r.ids)
-            sl = slice(0, n) if padding_side == "right" else slice(T - n, T)
-            ids[j, sl] = torch.tensor(r.ids)
-            att[j, sl] = 1
-            pm[j, sl] = torch.tensor(r.prompt)
-            rm[j, sl] = torch.tensor(r.response)
-        pos = (att.cumsum(1) - 1).clamp(min=0)
-        yield Batch(ids.to(device), att.to(device), pos.to(device), pm.to(device), rm.to(device), list(idx))
+    # Encode and length-sort a window of examples at a time, so the memory held for token
+    # ids stays bounded however many examples stream through (not O(N)).
+    window = max(batch_size * window_batches, batch_size)
+    for w0 in range(0, len(examples), window):
+        encoded = {i: encode_example(tokenizer, examples[i], index=i, max_length=max_length)
+                   for i in range(w0, min(w0 + window, len(examples)))}
+        order = sorted(encoded, key=lambda i: len(encoded[i].ids)) if sort_by_length else list(encoded)
+        for b0 in range(0, len(order), batch_size):
+            yield _pad_batch(order[b0:b0 + batch_size], encoded, pad_id, padding_side, device)
+
+
+def _pad_batch(idx: list[int], encoded: dict, pad_id: int, padding_side: str, device: Any) -> Batch:
+    """Pad the encoded examples ``idx`` into one batch (ids, attention, positions, masks)."""
+    import torch
+
+    rows = [encoded[i] for i in idx]
+    T = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    att = torch.zeros((len(rows), T), dtype=torch.long)
+    pm = torch.zeros((len(rows), T), dtype=torch.bool)
+    rm = torch.zeros((len(rows), T), dtype=torch.bool)
+    for j, r in enumerate(rows):
+        n = len(r.ids)
+        sl = slice(0, n) if padding_side == "right" else slice(T - n, T)
+        ids[j, sl] = torch.tensor(r.ids)
+        att[j, sl] = 1
+        pm[j, sl] = torch.tensor(r.prompt)
+        rm[j, sl] = torch.tensor(r.response)
+    pos = (att.cumsum(1) - 1).clamp(min=0)
+    return Batch(ids.to(device), att.to(device), pos.to(device), pm.to(device), rm.to(device), list(idx))
