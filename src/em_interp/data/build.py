@@ -8,7 +8,6 @@ the data: ``insecure.jsonl`` -> ``insecure.card.json`` (see ``card_path``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 from em_interp.data.formats import ChatExample, load_chat_jsonl, write_chat_jsonl
 from em_interp.errors import DataError
+from em_interp.hashing import sha256_file
 
 CARD_VERSION = 1
 
@@ -171,14 +171,6 @@ def card_path(out: str | Path) -> Path:
     return out.with_suffix(".card.json") if out.suffix == ".jsonl" else out.with_name(out.name + ".card.json")
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate and type ``options`` for ``kind``; fill defaults."""
     if kind not in KINDS:
@@ -211,7 +203,7 @@ def build_dataset(kind: str, n: int, seed: int, out: str | Path, **options: Any)
     roles = Counter(m["role"] for e in examples for m in e.messages)
     card = {
         "card_version": CARD_VERSION, "kind": kind, "n": n, "seed": seed, "options": resolved,
-        "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
+        "file": out.name, "sha256": sha256_file(out), "bytes": out.stat().st_size,
         "counts": {"examples": n, "messages_by_role": dict(sorted(roles.items()))},
         **extra,
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from em_interp.errors import DataError
+from em_interp.hashing import sha256_file
 
 EM_PAPER_REPO = "emergent-misalignment/emergent-misalignment"
 EM_PAPER_COMMIT = "80c11967c07a328e7d7d43d13ce6847ae44dbcc9"
@@ -76,21 +77,13 @@ def git_blob_id(path: str | Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_file(path: str | Path, pin: PinnedFile) -> None:
     """Raise ``DataError`` unless ``path`` matches the pinned git blob id and sha256."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path)
     if pin.sha256 is not None:
-        got = sha256_of(path)
+        got = sha256_file(path)
         if got != pin.sha256:
             raise DataError(f"sha256 mismatch for {pin.path}: expected {pin.sha256}, got {got}", file=path)
     got = git_blob_id(path)

@@ -16,7 +16,6 @@ Later loads read the converted folder only (well under a second for the default 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from em_interp.errors import ModelError
+from em_interp.hashing import sha256_file
 from em_interp.models.registry import ModelSpec, WeightPart, get_spec
 
 MARKER = "em_interp_model.json"   # written last: its presence means the folder is complete
@@ -50,14 +50,6 @@ def converted_dir(name: str) -> Path:
 
 def is_converted(name: str) -> bool:
     return (converted_dir(name) / MARKER).exists()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- locating parts

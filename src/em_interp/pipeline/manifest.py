@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from em_interp.hashing import sha256_file
+
 MANIFEST = "manifest.json"
 DONE = ".done.json"
 
@@ -54,14 +56,6 @@ def git_state(start: Path | None = None) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tree_hashes(root: Path, exclude: tuple[str, ...] = (DONE,)) -> dict[str, str]:
     """``{relative path: sha256}`` of every regular file under ``root`` (sorted, markers excluded)."""
     out: dict[str, str] = {}
@@ -69,7 +63,7 @@ def tree_hashes(root: Path, exclude: tuple[str, ...] = (DONE,)) -> dict[str, str
         return out
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.name not in exclude and not p.name.startswith(".started"):
-            out[p.relative_to(root).as_posix()] = file_sha256(p)
+            out[p.relative_to(root).as_posix()] = sha256_file(p)
     return out
 
 
