@@ -9,11 +9,11 @@ aligned (``aligned >= 70`` and ``coherent > 50``).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from em_interp.errors import InterpError
+from em_interp.jsonl import read_jsonl_lines
 
 
 def _row_to_chat(row: dict, path: Path, line: int) -> dict:
@@ -34,18 +34,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
     if path.suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as fh:
             return [(i + 2, dict(r)) for i, r in enumerate(csv.DictReader(fh))]
-    rows = []
-    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InterpError(f"invalid JSON: {exc.msg}", file=path, line=i) from None
-        if not isinstance(obj, dict):
-            raise InterpError("each line must be a JSON object", file=path, line=i)
-        rows.append((i, obj))
-    return rows
+    return read_jsonl_lines(path, InterpError, objects_only="each line must be a JSON object")
 
 
 def load_examples(path: str | Path) -> list[Any]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from em_interp.report import figures
+from em_interp.jsonl import read_jsonl_lines
 from em_interp.report.errors import ReportError
 from em_interp.report.html import Section, Table, write_html_report, write_markdown_report
 
@@ -48,15 +49,7 @@ def read_json(path: Path) -> Any:
 def read_jsonl(path: Path) -> list[dict]:
     """Parse a JSONL file of objects (blank lines skipped); errors name the file and line."""
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"invalid JSON: {exc.msg}", file=path, line=i) from None
-        if not isinstance(obj, dict):
-            raise ReportError("expected a JSON object", file=path, line=i)
+    for i, obj in read_jsonl_lines(path, ReportError):
         obj["_line"] = i
         rows.append(obj)
     return rows

@@ -7,10 +7,10 @@ other file is plain text, one example per non-empty line.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Union
 
+from em_interp.jsonl import read_jsonl_lines
 from em_interp.report.errors import ReportError
 
 TextItem = Union[str, list[dict]]
@@ -21,19 +21,10 @@ def load_texts(path: str | Path) -> list[TextItem]:
     path = Path(path)
     if not path.is_file():
         raise ReportError("texts file not found", file=path)
-    raw = path.read_text(encoding="utf-8")
-    items: list[TextItem] = []
     if path.suffix == ".jsonl":
-        for i, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ReportError(f"invalid JSON: {exc.msg}", file=path, line=i) from None
-            items.append(_item_from_json(obj, path, i))
+        items = [_item_from_json(obj, path, i) for i, obj in read_jsonl_lines(path, ReportError, objects_only=None)]
     else:
-        items = [line for line in raw.splitlines() if line.strip()]
+        items = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not items:
         raise ReportError("no texts in file", file=path)
     return items

@@ -1,0 +1,34 @@
+"""Strict JSONL reading shared by the stages: every error names the file and line.
+
+(Append-only result files that may end in a torn line are read by their owners, which
+skip that line on purpose; this reader is for inputs, where a bad line is an error.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from em_interp.errors import EmInterpError
+
+
+def read_jsonl_lines(path: str | Path, error: type[EmInterpError] = EmInterpError, *,
+                     objects_only: str | None = "expected a JSON object") -> list[tuple[int, Any]]:
+    """``[(line_number, value), ...]`` of a JSONL file, blank lines skipped.
+
+    Invalid JSON raises ``error`` with the file and 1-based line; with ``objects_only``
+    (the message to use), a value that is not a JSON object does too."""
+    path = Path(path)
+    rows: list[tuple[int, Any]] = []
+    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise error(f"invalid JSON: {exc.msg}", file=path, line=i) from None
+        if objects_only is not None and not isinstance(obj, dict):
+            raise error(objects_only, file=path, line=i)
+        rows.append((i, obj))
+    return rows
