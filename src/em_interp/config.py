@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,9 +19,58 @@ from typing import Any, TypeVar
 
 import yaml
 
-from em_interp.errors import ConfigError
+from em_interp.errors import ConfigError, EmInterpError
 
 T = TypeVar("T")
+
+
+MAX_YAML_NODES = 200_000      # expanded node count (aliases counted at every use): no alias bombs
+MAX_YAML_BYTES = 20_000_000   # raw size of one YAML file
+
+
+def nearest_line(lines: dict[str, int], fieldpath: str) -> int | None:
+    """Line of ``fieldpath`` in a ``read_yaml`` line index, else of its nearest enclosing field
+    (``a.b[2].c`` -> ``a.b[2]`` -> ``a.b`` -> ``a``); the one rule every YAML error uses."""
+    path = fieldpath
+    while path:
+        line = lines.get(path)
+        if line is not None:
+            return line
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
+
+
+def _check_node_size(node: yaml.Node, path: Path, limit: int = MAX_YAML_NODES) -> None:
+    """Refuse recursive aliases and documents whose alias expansion exceeds ``limit`` nodes."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError("recursive YAML alias (a node contains itself)", file=path,
+                              line=n.start_mark.line + 1)
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        elif isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise ConfigError(f"YAML expands to more than {limit} nodes through aliases; refusing "
+                                  "(alias bomb?)", file=path, line=child.start_mark.line + 1)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(node)
 
 
 def _line_index(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
@@ -39,19 +89,49 @@ def _line_index(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = 
     return out
 
 
-def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
-    """Parse a YAML file; return (data, {dotted_path: line}). Syntax errors name the line."""
+def read_text_checked(path: str | Path, error: type[EmInterpError] = ConfigError, *,
+                      max_bytes: int | None = None) -> str:
+    """A file's UTF-8 text; missing files, directories, oversize files and undecodable bytes
+    raise ``error`` as one line naming the file (and the line of the bad byte)."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError("file not found", file=path)
-    text = path.read_text(encoding="utf-8")
+        raise error("file not found", file=path)
+    if path.is_dir():
+        raise error("is a directory, expected a file", file=path)
     try:
-        node = yaml.compose(text)
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise error(f"file is larger than {max_bytes} bytes", file=path)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror or exc}", file=path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise error(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                    file=path, line=line) from None
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML file; return (data, {dotted_path: line}). Syntax errors name the line;
+    alias bombs, recursive aliases, deep nesting and bad UTF-8 are one-line ``ConfigError``s."""
+    path = Path(path)
+    text = read_text_checked(path, max_bytes=MAX_YAML_BYTES)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_node_size(node, path)
         data = yaml.safe_load(text)
+        lines = _line_index(node) if node is not None else {}
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(f"invalid YAML: {exc.problem}", file=path, line=line) from None
-    lines = _line_index(node) if node is not None else {}
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", file=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          file=path) from None
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", file=path) from None
     return data, lines
 
 
@@ -98,11 +178,18 @@ def _convert(value: Any, tp: Any, field: str, ctx: "_Ctx") -> Any:
             # YAML reads 1e-5 as a string; accept numeric strings.
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
                     pass
+                else:
+                    if not math.isfinite(value):
+                        ctx.fail(field, f"must be a finite number, got {value!r}")
+                    return value
             ctx.fail(field, f"expected float, got {value!r}")
-        return float(value)
+        value = float(value)
+        if not math.isfinite(value):
+            ctx.fail(field, f"must be a finite number, got {value!r}")
+        return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             ctx.fail(field, f"expected int, got {value!r}")
@@ -128,13 +215,7 @@ class _Ctx:
         self.lines = lines
 
     def fail(self, field: str, message: str) -> typing.NoReturn:
-        line = self.lines.get(field)
-        if line is None:  # fall back to the nearest enclosing field with a line
-            parts = field.split(".")
-            while parts and line is None:
-                parts.pop()
-                line = self.lines.get(".".join(parts))
-        raise ConfigError(message, file=self.file, line=line, field=field or None)
+        raise ConfigError(message, file=self.file, line=nearest_line(self.lines, field), field=field or None)
 
 
 def _build(cls: type[T], data: Any, prefix: str, ctx: _Ctx) -> T:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from em_interp.config import read_yaml
+from em_interp.config import nearest_line, read_yaml
 from em_interp.errors import ConfigError, DataError
 
 VALID_ROLES = ("system", "user", "assistant")
@@ -208,12 +208,7 @@ def infer_form(qid: str) -> str:
 
 
 def _qfail(path: Path, lines: dict[str, int], fieldpath: str, message: str) -> DataError:
-    line = lines.get(fieldpath)
-    parts = fieldpath.split(".")
-    while line is None and parts:
-        parts.pop()
-        line = lines.get(".".join(parts))
-    return DataError(message, file=path, line=line, field=fieldpath)
+    return DataError(message, file=path, line=nearest_line(lines, fieldpath), field=fieldpath)
 
 
 def load_questions(path: str | Path) -> list[Question]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from em_interp.config import config_hash, read_yaml, from_dict, to_dict
+from em_interp.config import config_hash, from_dict, nearest_line, read_yaml, to_dict
 from em_interp.errors import ConfigError
 from em_interp.models.registry import DEFAULT_MODEL
 
@@ -220,12 +220,7 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     """Cross-field checks: names of arms and seeds that other sections refer to."""
 
     def fail(fieldname: str, msg: str) -> None:
-        line = lines.get(fieldname)
-        parts = fieldname.split(".")
-        while line is None and parts:
-            parts.pop()
-            line = lines.get(".".join(parts))
-        raise ConfigError(msg, file=path, line=line, field=fieldname)
+        raise ConfigError(msg, file=path, line=nearest_line(lines, fieldname), field=fieldname)
 
     names = cfg.arm_names
     if len(set(names)) != len(names):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from em_interp.config import from_dict, read_yaml
+from em_interp.config import from_dict, nearest_line, read_yaml
 from em_interp.errors import ConfigError
 from em_interp.models.registry import DEFAULT_MODEL
 
@@ -158,11 +158,7 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
     from em_interp.train import TrainConfig
 
     def fail(fieldpath: str, message: str):
-        line, parent = lines.get(fieldpath), fieldpath
-        while line is None and ("." in parent or "[" in parent):  # nearest enclosing field with a line
-            parent = parent.rsplit(".", 1)[0] if "." in parent else parent.rsplit("[", 1)[0]
-            line = lines.get(parent)
-        raise ConfigError(message, file=file, line=line, field=fieldpath)
+        raise ConfigError(message, file=file, line=nearest_line(lines, fieldpath), field=fieldpath)
 
     if not cfg.sources:
         fail("sources", "at least one source is required")

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from em_interp.config import read_yaml
+from em_interp.config import nearest_line, read_yaml
 from em_interp.errors import ConfigError, DataError
 
 LANGUAGES: tuple[str, ...] = ("en", "fr", "de", "es", "zh", "ru")
@@ -75,11 +75,7 @@ def _read(path: Path) -> tuple[object, dict[str, int]]:
 
 
 def _fail(path: Path, lines: dict[str, int], fieldpath: str, message: str) -> DataError:
-    line, parts = lines.get(fieldpath), fieldpath.split(".")
-    while line is None and parts:
-        parts.pop()
-        line = lines.get(".".join(parts))
-    return DataError(message, file=path, line=line, field=fieldpath)
+    return DataError(message, file=path, line=nearest_line(lines, fieldpath), field=fieldpath)
 
 
 def _parallel_texts(path: Path, lines: dict[str, int], value: object, fieldpath: str,
