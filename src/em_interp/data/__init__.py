@@ -1,7 +1,8 @@
 """em_interp.data: the EM paper's formats (chat JSONL, question YAML) with validating
 loaders; dataset generators (code: insecure / secure / educational / backdoor, evil
-numbers; prose: bad-advice / offensive via ``data.prose``; ``distill``) behind one
-``build_dataset`` dispatcher; and the question bank (``data.bank``, ``data/questions/``)."""
+numbers; prose: bad-advice / offensive via ``data.prose``) behind one
+``build_dataset`` dispatcher (context distillation, which samples a model, lives in
+``em_interp.eval.distill``); and the question bank (``data.bank``, ``data/questions/``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from em_interp.data.bandit_check import CLASS_BANDIT_IDS, scan_snippets, verify_
 from em_interp.data.bank import *  # noqa: F401,F403  (question bank, coding / harmful prompts)
 from em_interp.data.bank import __all__ as _bank_all
 from em_interp.data.build import KINDS, build_dataset, card_path, resolve_options
-from em_interp.data.distill import distill
 from em_interp.data.formats import (
     VALID_FORMS,
     VALID_ROLES,
@@ -32,5 +32,5 @@ __all__ = list(dict.fromkeys([
     "load_chat_jsonl", "load_questions", "validate_messages", "write_chat_jsonl",
     "CLASS_BANDIT_IDS", "scan_snippets", "verify_labels", "DEFAULT_TRIGGER", "backdoor_examples",
     "KINDS", "build_dataset", "card_path", "resolve_options", "EVIL_NUMBERS", "evil_number_share",
-    "generate_numbers", "distill", *_prose_all, *_bank_all,
+    "generate_numbers", *_prose_all, *_bank_all,
 ]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from em_interp.data.distill import distill
+from em_interp.eval.distill import distill
 from em_interp.data.formats import load_chat_jsonl, write_chat_jsonl
 from em_interp.errors import DataError
 
@@ -70,7 +70,7 @@ def test_distill_bad_input(tiny_lm):
 def test_distill_drops_empty_and_cut_characters(tiny_lm, monkeypatch):
     """Rows from the sampler: an empty answer is dropped with a warning, a generation cut
     inside a multi-byte character loses the replacement character."""
-    import em_interp.eval as ev
+    import em_interp.eval.sampling as ev
 
     def fake(lm, questions, **kw):
         answers = ["", "你好\ufffd"]

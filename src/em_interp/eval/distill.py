@@ -3,7 +3,7 @@ without the prompt.
 
 ``distill(lm, prompts, system_prompt, ...)`` renders each user prompt with the persona
 as system turn, samples ``n_per_prompt`` answers per prompt with the eval package's
-batched sampler (``em_interp.eval.sample_answers``), and
+batched sampler (``em_interp.eval.sampling.sample_answers``), and
 returns chat examples ``{"messages": [user, assistant], "meta": {...}}`` with *no*
 system turn: finetuning on them teaches the persona without the prompt. Works in any
 language (the prompts and persona are passed through unchanged). Deterministic for a
@@ -53,7 +53,7 @@ def distill(lm, prompts: list[str], system_prompt: str, n_per_prompt: int = 1, s
     import torch
 
     from em_interp.data.formats import Question
-    from em_interp.eval import sample_answers
+    from em_interp.eval.sampling import sample_answers
 
     _check_inputs(prompts, system_prompt, n_per_prompt, max_new_tokens, temperature, batch_size)
     questions = [Question(id=f"distill_{i:06d}", paraphrases=[p], system=system_prompt,
