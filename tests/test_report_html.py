@@ -43,6 +43,34 @@ def test_every_figure_function_draws(tmp_path):
         _png(p)
 
 
+def test_share_figures_never_show_a_negative_axis_and_draw_coherence(tmp_path, monkeypatch):
+    seen = []
+    real_save = figures._save
+
+    def spy(fig, path):
+        seen.append([(ax.get_ylabel(), ax.get_ylim()) for ax in fig.axes])
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    figures.ablation_bars(["no ablation", "ablate direction", "random direction 0"], [0.0, 0.0, 0.0],
+                          tmp_path / "a.png", lo=[0, 0, 0], hi=[0, 0, 0], coherent=[0.8, 0.3, 0.75],
+                          coherent_lo=[0.6, 0.1, 0.5], coherent_hi=[0.95, 0.5, 0.9])
+    figures.steering_curves({"1": {"alpha": [0, 4], "share": [0.0, 0.0], "lo": [0, 0], "hi": [0, 0],
+                                   "coherent": [0.5, 0.2]}}, tmp_path / "s.png")
+    figures.line_plot([0, 1], {"share": [0.0, 0.0]}, tmp_path / "l.png", title="t", xlabel="x", ylabel="%",
+                      percent=True)
+    for axes in seen:
+        for _, (bottom, top) in axes:
+            assert bottom == 0 and top >= 10  # all-zero shares: 0..10 %, not -0.05..0.05
+    assert [label for label, _ in seen[0]] == ["misaligned share (%)", "coherent share (%)"]
+    assert [label for label, _ in seen[1]] == ["misaligned share (%)", "coherent share (%)"]
+    assert seen[0][1][1][1] >= 95  # the coherent CI (up to 95 %) is in view
+    _png(figures.lora_norms([{"layer": L, "module": m, "delta_norm": 0.1 * L + (m == "mlp.down_proj")}
+                             for L in range(4) for m in ("self_attn.q_proj", "mlp.down_proj")], tmp_path / "n.png"))
+    _png(figures.probe_accuracy([0, 1, 2], {"acc": [0.4, 0.7, 0.9]}, tmp_path / "p.png",
+                                std={"acc": [0.05, 0.1, 0.02]}))
+
+
 def test_figure_inputs_are_checked(tmp_path):
     with pytest.raises(ReportError, match="series 'a' has 2 values, expected 3"):
         figures.line_plot([0, 1, 2], {"a": [1, 2]}, tmp_path / "x.png", title="t", xlabel="x", ylabel="y")

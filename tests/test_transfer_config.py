@@ -11,7 +11,7 @@ import pytest
 from em_interp.errors import ConfigError
 from em_interp.transfer import (TransferMatrix, load_transfer_config, misalignment_matrix, spearman_permutation,
                                 transfer_config_from_dict)
-from em_interp.transfer import figures
+from em_interp.report import figures
 
 REPO = Path(__file__).resolve().parents[1]
 

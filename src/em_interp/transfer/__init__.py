@@ -4,7 +4,7 @@
 - ``stats``: Spearman rho with a seeded permutation p-value; bootstrap CIs of shares.
 - ``proximity``: genealogical (encoded tree) and representation (parallel sentences) proximity.
 - ``config`` / ``experiment``: ``TransferConfig`` and ``run_transfer(config, out_dir)``.
-- ``figures``: transfer heatmap, proximity scatter, direction cosine heatmap, ablation heatmap.
+- figures (transfer heatmap, proximity scatter, direction cosines, ablation): ``em_interp.report.figures``.
 """
 
 from em_interp.transfer.config import (CODE_TARGET, DirectionSpec, EvalSpec, JudgeSpec, ProximitySpec, SourceSpec,

@@ -248,7 +248,7 @@ def _clean(obj: Any) -> Any:
 def run_transfer(config: TransferConfig, out_dir: str | Path, *, device: str | None = None,
                  log: Log = print) -> dict[str, Any]:
     """Run (or resume) a transfer experiment; returns the numbers written to ``results.json``."""
-    from em_interp.transfer import figures
+    from em_interp.report import figures
 
     cfg = config
     out = Path(out_dir)
