@@ -327,7 +327,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
                 merged = final.merge_and_unload()
                 _save_weights(merged, model_dir, tokenizer, True)
         write_meta(total_steps, True)
-        shutil.rmtree(out / resume_state.RESUME_DIR, ignore_errors=True)  # only needed by unfinished runs
+        resume_state.clear_state(out)  # only needed by unfinished runs
     return TrainResult(out, adapter_dir, _checkpoints(out), meta, model_dir)
 
 
