@@ -18,16 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from em_interp.data.chat_encode import Encoded, render_chat, tokenize_with_offsets
 from em_interp.errors import InterpError
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """One tokenized example: ids and per-token prompt/response flags."""
-
-    ids: list[int]
-    prompt: list[bool]
-    response: list[bool]
 
 
 @dataclass
@@ -71,9 +63,9 @@ def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: 
                           field=f"examples[{index}].messages")
     has_response = messages[-1]["role"] == "assistant"
     prompt_msgs = messages[:-1] if has_response else messages
-    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    prompt_text = render_chat(tokenizer, prompt_msgs, add_generation_prompt=True)
     if has_response:
-        full_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        full_text = render_chat(tokenizer, messages, add_generation_prompt=False)
         content = str(messages[-1]["content"])
         start = full_text.rfind(content) if content else -1
         if start < 0:
@@ -83,9 +75,7 @@ def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: 
         prompt_chars = len(prompt_text) if full_text.startswith(prompt_text) else start
     else:
         full_text, start, end, prompt_chars = prompt_text, -1, -1, len(prompt_text)
-    enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    offsets = enc["offset_mapping"]
+    ids, offsets = tokenize_with_offsets(tokenizer, full_text)
     prompt = [e <= prompt_chars for _, e in offsets]
     response = [has_response and s < end and e > start for s, e in offsets]
     if not any(prompt) and ids:
