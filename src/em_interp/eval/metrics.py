@@ -26,7 +26,7 @@ import numpy as np
 
 from em_interp.errors import EvalError
 from em_interp.eval import rules
-from em_interp.eval.stats import Interval, share_ci
+from em_interp.eval.stats import SHARE_METHOD, Interval, share_ci
 
 CODE_CATEGORIES = ("code", "coding")
 CALIBRATION_HOOK = ("em_interp.eval.judges", "estimate_share_from_rows")
@@ -123,7 +123,7 @@ def calibrated_share(rows: list[dict], judge: str | None, *, thresholds: rules.T
 def summarize(records_or_path: str | Path | Iterable[dict], aligned_threshold: float = rules.MISALIGNED_BELOW,
               coherent_threshold: float = rules.COHERENT_ABOVE, *, judge: str | None = None, n_boot: int = 2000,
               ci: float = 0.95, seed: int = 0, scan_code_answers: bool = True,
-              cluster_by: Sequence[str] = ("question_id",), ci_method: str = "t",
+              cluster_by: Sequence[str] = ("question_id",), ci_method: str = SHARE_METHOD,
               calibration: Callable[..., Any] | None = None) -> dict:
     """Summary dict: ``overall`` and ``by_question`` / ``by_language`` / ``by_form`` stats with
     clustered CIs, ``calibrated`` share, ``code`` (vulnerable-code rate of code/coding rows)."""

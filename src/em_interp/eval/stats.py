@@ -1,16 +1,22 @@
 """Confidence intervals that respect clustering: answers to one question (and runs of one
 seed) are correlated, so the unit of resampling is the cluster, not the answer.
 
-``clustered_bootstrap_ci(values, clusters)`` resamples clusters (one level: questions; two
-levels: e.g. ``(seeds, questions)``, crossed or nested) and returns an ``Interval`` that
-names its method. Methods:
+``clustered_bootstrap_ci(values, clusters)`` treats clusters (one level: questions; two
+levels: e.g. ``(seeds, questions)``, crossed or nested) as the independent units and
+returns an ``Interval`` that names its method. G = number of clusters (the smaller level
+when there are two). Methods:
 
-- ``"t"`` (default): cluster-bootstrap standard error, inflated by ``sqrt(G/(G-1))``, with
-  the Student-t critical value on ``G-1`` degrees of freedom (G = number of clusters,
-  the smaller level when there are two). With 8 clusters this keeps nominal coverage
-  where the percentile interval under-covers (measured in ``tests/test_stats.py``).
-- ``"percentile"``: percentile cluster bootstrap (under-covers with few clusters).
-- ``"bca"``: bias-corrected and accelerated cluster bootstrap (jackknife over clusters).
+- ``"logit_t"`` (default of ``share_ci``, for shares/means of values in [0, 1]): Student-t
+  interval on ``G-1`` degrees of freedom on the logit scale, with the cluster-robust (CR1)
+  standard error of the share (one level; a cluster-bootstrap SE with two levels),
+  mapped back. Measured coverage of nominal 95% over 1000 simulations with 8 questions x
+  50 answers (beta-distributed per-question shares, ICC 1/6): 94.1% at share 18%, 92.3% at
+  share 5%, 96.0% at 50%; 95.1% with 20 questions.
+- ``"t"`` (default of ``clustered_bootstrap_ci``, any statistic): cluster-bootstrap SE x
+  ``sqrt(G/(G-1))`` with the t(G-1) critical value: 91.3% (share 18%), 80% (share 5%).
+- ``"percentile"``: percentile cluster bootstrap: 86% at 8 clusters (under-covers).
+- ``"bca"``: bias-corrected and accelerated cluster bootstrap (jackknife over clusters): 89%.
+A per-answer bootstrap (each answer its own cluster) covers 48% on the same data.
 
 Degenerate cases are reported, not hidden: no data -> no estimate; one cluster -> an
 estimate without CI and a ``note``; binary data with zero (or only) events -> the exact
@@ -26,8 +32,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats as sps
 
-METHODS = ("t", "percentile", "bca")
+METHODS = ("logit_t", "t", "percentile", "bca")
 DEFAULT_METHOD = "t"
+SHARE_METHOD = "logit_t"
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,26 @@ def _zero_events(x: np.ndarray, n_clusters: int, level: float) -> Interval | Non
                     float(1 - by_g))
 
 
+def _logit_t(x: np.ndarray, levels: list[np.ndarray], est: float, n_cl: list[int], desc: str, alpha: float,
+             n_boot: int, seed: int) -> tuple[float, float, str]:
+    """t(G-1) interval on the logit scale around a share ``est`` strictly inside (0, 1)."""
+    g_min = min(n_cl)
+    if len(levels) == 1:
+        g = levels[0]
+        sums, sizes = np.bincount(g, weights=x), np.bincount(g).astype(float)
+        se = float(np.sqrt(g_min / (g_min - 1) * ((sums - est * sizes) ** 2).sum()) / sizes.sum())
+        how = "cluster-robust (CR1) SE"
+    else:
+        w, unit = _cluster_weights(levels, n_boot, np.random.default_rng(seed))
+        boots = _boot_stats(x, w, unit, None)
+        se = float(np.nanstd(boots, ddof=1)) * np.sqrt(g_min / (g_min - 1))
+        how = f"cluster-bootstrap SE x sqrt(G/(G-1)) (n_boot={n_boot})"
+    centre, se_logit = np.log(est / (1 - est)), se / (est * (1 - est))
+    half = float(sps.t.ppf(1 - alpha / 2, df=g_min - 1)) * se_logit
+    lo, hi = (float(1 / (1 + np.exp(-(centre + k * half)))) for k in (-1, 1))
+    return lo, hi, f"t(G-1) interval on the logit scale, {how} over {desc}"
+
+
 def clustered_bootstrap_ci(values: Sequence[float], clusters: Any, *,
                            statistic: Callable[[np.ndarray], float] | None = None, n_boot: int = 2000,
                            ci: float = 0.95, seed: int = 0, method: str = DEFAULT_METHOD,
@@ -168,11 +195,18 @@ def clustered_bootstrap_ci(values: Sequence[float], clusters: Any, *,
     if g_min < 2:
         return Interval(est, None, None, n, g_min, "none", ci,
                         "one cluster: no between-cluster variation to resample, so no CI")
+    alpha = 1 - ci
+    if method == "logit_t":
+        if statistic is not None or x.min() < 0 or x.max() > 1:
+            raise ValueError("method 'logit_t' is for the mean of values in [0, 1] (a share)")
+        lo, hi, name = _logit_t(x, levels, est, n_cl, desc, alpha, n_boot, seed)
+        if bounds is not None:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        return Interval(est, float(lo), float(hi), n, g_min, name, ci)
     rng = np.random.default_rng(seed)
     w, unit = _cluster_weights(levels, n_boot, rng)
     boots = _boot_stats(x, w, unit, statistic)
     boots = boots[np.isfinite(boots)]
-    alpha = 1 - ci
     if method == "t":
         se = float(boots.std(ddof=1)) * np.sqrt(g_min / (g_min - 1))
         half = float(sps.t.ppf(1 - alpha / 2, df=g_min - 1)) * se
@@ -191,7 +225,7 @@ def clustered_bootstrap_ci(values: Sequence[float], clusters: Any, *,
 
 
 def share_ci(flags: Sequence[bool | float], clusters: Any, *, n_boot: int = 2000, ci: float = 0.95,
-             seed: int = 0, method: str = DEFAULT_METHOD) -> Interval:
+             seed: int = 0, method: str = SHARE_METHOD) -> Interval:
     """Clustered CI of a share (mean of 0/1 flags), clipped to [0, 1]."""
     return clustered_bootstrap_ci(np.asarray(flags, dtype=float), clusters, n_boot=n_boot, ci=ci, seed=seed,
                                   method=method, bounds=(0.0, 1.0))
