@@ -222,7 +222,9 @@ def test_accumulation_matches_a_larger_batch(base_cfg, tmp_path):
     b = _run(replace(cfg, per_device_batch_size=4, gradient_accumulation_steps=1), tmp_path / "big")
     wa, wb = _adapter(a.adapter_dir), _adapter(b.adapter_dir)
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+        # Adam divides by sqrt(v): near-zero gradients amplify fp32 summation-order noise, so
+        # the absolute tolerance is relative to the tensor's scale, not a fixed 1e-6.
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-3 * wb[k].abs().max())
     la = [c["loss"] for c in a.metadata["loss_curve"]]
     lb = [c["loss"] for c in b.metadata["loss_curve"]]
     assert la == pytest.approx(lb, rel=1e-4)
@@ -359,3 +361,61 @@ def test_default_model_lora_loss_falls_and_adapter_changes_generations(default_l
     tuned = load_model("smollm2-135m-instruct", adapter=r.adapter_dir, device="cpu")
     prompt = rows[0]["messages"][:1]
     assert tuned.chat(prompt, max_new_tokens=24) != default_lm.chat(prompt, max_new_tokens=24)
+
+
+# --- supervised-position head + chunked cross-entropy --------------------------------
+
+
+@pytest.mark.parametrize("method,tied", [("lora", False), ("full", True), ("full", False)])
+def test_supervised_position_loss_equals_full_logits_loss(method, tied):
+    """Loss and every gradient match the plain full-vocabulary computation, over several chunks."""
+    from em_interp.models import tiny_model
+    from em_interp.train.batching import collate
+    from em_interp.train.encode import encode_chat
+    from em_interp.train.loss import full_logits_loss_sum, supervised_loss_sum
+    from em_interp.train.trainable import make_trainable, trainable_parameters
+
+    lm = tiny_model("llama", seed=3, tie_embeddings=tied)
+    cfg = TrainConfig(model="x", method=method, lora=LoraSettings(r=4, alpha=8))
+    torch.manual_seed(0)
+    model = make_trainable(lm.model, cfg, lm.n_layers)
+    model.train()
+    batch = collate([encode_chat(lm.tokenizer, e["messages"]) for e in _examples(5)], lm.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    params = trainable_parameters(model)
+    results = []
+    for fn in (full_logits_loss_sum, lambda m, b, y: supervised_loss_sum(m, b, y, chunk_elements=7 * 512)):
+        model.zero_grad(set_to_none=True)
+        loss = fn(model, batch, labels)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in params.items()}))
+    (full, g_full), (sup, g_sup) = results
+    torch.testing.assert_close(sup, full, rtol=1e-5, atol=0.0)
+    assert g_full.keys() == g_sup.keys() and len(g_full) > 0
+    for name in g_full:
+        scale = g_full[name].abs().max()
+        torch.testing.assert_close(g_sup[name], g_full[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert type(lm.model.get_output_embeddings()) is torch.nn.Linear  # the head is restored afterwards
+
+
+def test_max_steps_overrides_epochs_and_cycles(base_cfg, tmp_path):
+    """HF semantics: 8 examples at 2 x 2 are 2 steps an epoch; max_steps=5 runs 5 steps (3 epochs)."""
+    r = _run(replace(base_cfg, max_steps=5, epochs=1, save_steps=0), tmp_path / "cyc", examples=_examples(8))
+    assert r.metadata["total_steps"] == 5 and len(r.metadata["loss_curve"]) == 5
+
+
+def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch):
+    import em_interp.train.loop as loop
+
+    real = loop.supervised_loss_sum
+    calls = {"n": 0}
+
+    def poisoned(model, batch, labels):
+        calls["n"] += 1
+        loss = real(model, batch, labels)
+        return loss * float("nan") if calls["n"] > 4 else loss  # step 3 (2 micro-batches a step)
+
+    monkeypatch.setattr(loop, "supervised_loss_sum", poisoned)
+    with pytest.raises(TrainError, match="at step 3.*step-2"):
+        _run(replace(base_cfg, max_steps=4, save_steps=2), tmp_path / "nan")
+    assert (tmp_path / "nan" / "checkpoints" / "step-2" / "adapter_model.safetensors").exists()

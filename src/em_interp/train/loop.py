@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import platform
 import shutil
 import time
@@ -35,13 +37,16 @@ import torch
 
 from em_interp.config import to_dict
 from em_interp.errors import TrainError
+from em_interp.models.adapters import record_adapter_base
 from em_interp.train import state as resume_state
 from em_interp.train.batching import collate, epoch_batches
 from em_interp.train.config import TrainConfig
 from em_interp.train.encode import Encoded, encode_dataset
+from em_interp.train.loss import supervised_loss_sum
 from em_interp.train.trainable import make_trainable, trainable_parameters
 
 META_FILE = "train_meta.json"
+log = logging.getLogger(__name__)
 # Config fields that may change between a run and its resume.
 _RESUME_FREE_FIELDS = {"output_dir", "progress", "logging_steps", "save_merged"}
 
@@ -142,15 +147,18 @@ def _step_plan(encoded: list[Encoded], cfg: TrainConfig, n_processes: int) -> li
     """All optimizer steps of the run: each a list of micro-batches (example indices),
     ``accumulation x n_processes`` of them (fewer in the last step)."""
     lengths = [len(e.input_ids) for e in encoded]
+    if not lengths:
+        return []
+    per_step = cfg.gradient_accumulation_steps * n_processes
     micro: list[list[int]] = []
-    for epoch in range(cfg.epochs):
+    epoch = 0
+    # max_steps overrides epochs (HF semantics): cycle epochs until the run has max_steps steps.
+    while epoch < cfg.epochs if cfg.max_steps is None else len(micro) < cfg.max_steps * per_step:
         micro.extend(epoch_batches(lengths, cfg.per_device_batch_size, seed=cfg.seed, epoch=epoch,
                                    group_by_length=cfg.group_by_length))
-    per_step = cfg.gradient_accumulation_steps * n_processes
+        epoch += 1
     steps = [micro[i:i + per_step] for i in range(0, len(micro), per_step)]
-    if cfg.max_steps is not None:
-        steps = steps[:cfg.max_steps]
-    return steps
+    return steps[:cfg.max_steps] if cfg.max_steps is not None else steps
 
 
 def _versions() -> dict[str, str]:
@@ -164,6 +172,8 @@ def _versions() -> dict[str, str]:
 
 def _save_weights(model: Any, folder: Path, tokenizer: Any, full: bool) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
+    if not full:  # the adapter records its base: registry name, hub id, GGUF source, weights fingerprint
+        record_adapter_base(folder, model)
     if full:
         tokenizer.save_pretrained(str(folder))
 
@@ -265,26 +275,27 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             sync = k == len(batches) - 1
             ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
             with ctx, accelerator.autocast():
-                logits = model(**batch).logits.float()
-                # Predict token t+1 at position t: shift the labels, not the (large) logits.
-                shift_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-                token_loss = torch.nn.functional.cross_entropy(
-                    logits.view(-1, logits.shape[-1]), shift_labels.reshape(-1),
-                    ignore_index=-100, reduction="sum")
+                # LM head + cross-entropy at supervised positions only, chunked (train/loss.py).
+                token_loss = supervised_loss_sum(model, batch, labels)
                 loss = token_loss / n_label_all * world  # DDP averages gradients over processes
                 accelerator.backward(loss)
             loss_sum += token_loss.item()
+        if world > 1:
+            loss_sum = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), "sum").item()
+            step_tokens = int(accelerator.reduce(torch.tensor(step_tokens, device=accelerator.device), "sum"))
+        step = step_index + 1
+        step_loss = loss_sum / max(n_label_all, 1.0)
+        if not math.isfinite(step_loss):  # before the update: the weights and checkpoints stay good
+            last = _checkpoints(out)
+            raise TrainError(f"the loss is {step_loss} at step {step}; stopped before updating the weights "
+                             f"(last good checkpoint: {last[-1] if last else 'none'}); lower lr or check "
+                             f"the data", file=out)
         if cfg.max_grad_norm is not None:
             accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if world > 1:
-            loss_sum = accelerator.reduce(torch.tensor(loss_sum, device=accelerator.device), "sum").item()
-            step_tokens = int(accelerator.reduce(torch.tensor(step_tokens, device=accelerator.device), "sum"))
-        step = step_index + 1
-        step_loss = loss_sum / max(n_label_all, 1.0)
         train_s += time.perf_counter() - t0
         tokens_seen += step_tokens
         loss_curve.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
@@ -293,6 +304,8 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             bar.update(1)
             if step % cfg.logging_steps == 0 or step == total_steps:
                 bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tok_s:.0f}")
+        elif accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == total_steps):
+            log.info("step %d/%d loss %.4f lr %.3g tokens/s %.1f", step, total_steps, step_loss, lr, tok_s)
         if cfg.save_steps and step % cfg.save_steps == 0:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
