@@ -5,6 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+INTEROP := steering-vectors==0.12.2 repeng==0.4.0
 
 .PHONY: venv demo test test-all test-slow bench clean
 
@@ -14,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build; an unpinned torch pulls several GB of CUDA.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# interop packages (tested with the real ones): --no-deps, their metadata pins transformers<5 / numpy<2
+	$(BIN)/python -m pip install --quiet --no-deps $(INTEROP)
 	touch $(STAMP)
 
 venv: $(STAMP)
