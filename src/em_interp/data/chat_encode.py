@@ -92,8 +92,15 @@ def encode_dataset(tokenizer: Any, examples: Sequence[tuple[int, list[dict]]], *
     if not examples:
         raise DataError("dataset is empty", file=source)
     out: list[Encoded] = []
+    # No token spells more than this many characters, so longer raw text cannot fit: refuse
+    # it before tokenizing (a 50 MB line would otherwise take minutes and gigabytes).
+    max_chars = max_seq_length * max((len(t) for t in tokenizer.get_vocab()), default=1)
     for line, messages in examples:
         messages = validate_messages(messages, require_assistant=True, file=source, line=line)
+        chars = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        if chars > max_chars:
+            raise DataError(f"example has {chars} characters, more than max_seq_length={max_seq_length} tokens "
+                            "can hold (shorten the example)", file=source, line=line)
         enc = encode_chat(tokenizer, messages, line=line)
         if len(enc.ids) > max_seq_length:
             raise DataError(f"example is {len(enc.ids)} tokens, over max_seq_length={max_seq_length} "
