@@ -39,8 +39,8 @@ def test_site_errors_list_valid_names(tiny_lm):
         capture(tiny_lm, CHATS, ["resid_stream.1"])
     with pytest.raises(InterpError, match=r"layer 4 out of range.*layers 0\.\.3"):
         capture(tiny_lm, CHATS, ["resid_post.4"])
-    with pytest.raises(InterpError, match="unknown reduce"):
-        capture(tiny_lm, CHATS, ["resid_post.1"], reduce="max")
+    with pytest.raises(InterpError, match="unknown tokens"):
+        capture(tiny_lm, CHATS, ["resid_post.1"], tokens="max")
     with pytest.raises(InterpError, match="unknown backend 'tl'"):
         capture(tiny_lm, CHATS, ["resid_post.1"], backend="tl")
     with pytest.raises(InterpError, match="example 0 has no response tokens"):
@@ -60,9 +60,9 @@ def test_response_mask_covers_exactly_the_answer(tiny_lm):
 
 def test_capture_matches_hidden_states_exactly(tiny_lm):
     """Per-example reductions equal the reference computed from HF hidden states."""
-    cap = capture(tiny_lm, CHATS, ["resid_pre.0", "resid_post.1"], reduce="response_mean", per_example=True,
+    cap = capture(tiny_lm, CHATS, ["resid_pre.0", "resid_post.1"], tokens="response", per_example=True,
                   batch_size=3)
-    last = capture(tiny_lm, CHATS, ["resid_post.1"], reduce="last_prompt", per_example=True)
+    last = capture(tiny_lm, CHATS, ["resid_post.1"], tokens="last_prompt", per_example=True)
     for i, ex in enumerate(CHATS):
         enc, hs = _hidden_states(tiny_lm, ex)
         mask = torch.tensor(enc.response)
@@ -73,23 +73,28 @@ def test_capture_matches_hidden_states_exactly(tiny_lm):
     torch.testing.assert_close(cap.mean["resid_post.1"], cap.per_example["resid_post.1"].mean(0))
 
 
-@pytest.mark.parametrize("reduce", ["response_mean", "last_prompt", "prompt_mean", "all_mean"])
-def test_padding_side_and_batch_size_invariance(tiny_lm, reduce):
-    ref = capture(tiny_lm, CHATS, SITES, reduce=reduce, batch_size=1)
+@pytest.mark.parametrize("tokens", ["response", "last_prompt", "prompt", "all"])
+def test_padding_side_and_batch_size_invariance(tiny_lm, tokens):
+    ref = capture(tiny_lm, CHATS, SITES, tokens=tokens, batch_size=1)
     for side in ("left", "right"):
         for bs in (2, 4):
-            out = capture(tiny_lm, CHATS, SITES, reduce=reduce, batch_size=bs, padding_side=side)
+            out = capture(tiny_lm, CHATS, SITES, tokens=tokens, batch_size=bs, padding_side=side)
             for s in SITES:
                 torch.testing.assert_close(out[s], ref[s], rtol=0, atol=1e-5)
 
 
-def test_reduce_none_keeps_tokens(tiny_lm):
-    cap = capture(tiny_lm, CHATS[:2], ["resid_post.2"], reduce="none", per_example=True, batch_size=2)
+def test_per_token_keeps_tokens_and_old_reduce_spelling_still_works(tiny_lm):
+    cap = capture(tiny_lm, CHATS[:2], ["resid_post.2"], tokens="all", per_token=True, batch_size=2)
     for i, ex in enumerate(CHATS[:2]):
         enc, hs = _hidden_states(tiny_lm, ex)
         torch.testing.assert_close(cap.per_example["resid_post.2"][i], hs[3][0], rtol=0, atol=2e-6)
-    with pytest.raises(InterpError, match="per_example=True"):
-        capture(tiny_lm, CHATS, ["resid_post.2"], reduce="none")
+    with pytest.warns(DeprecationWarning, match="tokens="):
+        old = capture(tiny_lm, CHATS[:2], ["resid_post.2"], reduce="none", batch_size=2)
+    for a, b in zip(old.per_example["resid_post.2"], cap.per_example["resid_post.2"]):
+        assert torch.equal(a, b)
+    with pytest.warns(DeprecationWarning):
+        assert torch.equal(capture(tiny_lm, CHATS, ["resid_post.2"], reduce="all_mean")["resid_post.2"],
+                           capture(tiny_lm, CHATS, ["resid_post.2"], tokens="all")["resid_post.2"])
 
 
 def _hook_counts(model):
@@ -109,11 +114,13 @@ def test_capture_leaves_no_hooks_and_stops_early(tiny_lm):
 
 
 def _assert_backends_agree(lm, examples, sites, atol=1e-4, rtol=0.0):
-    ref = capture(lm, examples, sites, reduce="response_mean", per_example=True, batch_size=2,
-                  padding_side="left")
+    # the transformer_lens backend prepends a BOS by default (TransformerLens's own rule): hf and
+    # nnsight are asked for the same with prepend_bos=True
+    ref = capture(lm, examples, sites, tokens="response", per_example=True, batch_size=2,
+                  padding_side="left", prepend_bos=True)
     for backend in ("transformer_lens", "nnsight"):
-        out = capture(lm, examples, sites, reduce="response_mean", per_example=True, batch_size=2,
-                      padding_side="left", backend=backend)
+        out = capture(lm, examples, sites, tokens="response", per_example=True, batch_size=2,
+                      padding_side="left", backend=backend, prepend_bos=None if backend == "transformer_lens" else True)
         for s in sites:
             torch.testing.assert_close(out.per_example[s], ref.per_example[s], rtol=rtol, atol=atol,
                                        msg=lambda m, s=s, b=backend: f"{b} {s}: {m}")
@@ -181,7 +188,7 @@ def test_batches_stream_in_bounded_windows(tiny_lm, monkeypatch):
     seen = [i for b in iter_batches(tiny_lm.tokenizer, texts, batch_size=2, window_batches=2) for i in b.indices]
     assert sorted(seen) == list(range(23))
     assert all(set(seen[w:w + 4]) == set(range(w, min(w + 4, 23))) for w in range(0, 23, 4))
-    one_window = capture(tiny_lm, texts, ["resid_post.2"], reduce="all_mean", batch_size=2)
+    one_window = capture(tiny_lm, texts, ["resid_post.2"], tokens="all", batch_size=2)
     monkeypatch.setattr(capture_module, "iter_batches", functools.partial(iter_batches, window_batches=1))
-    windowed = capture(tiny_lm, texts, ["resid_post.2"], reduce="all_mean", batch_size=2)
+    windowed = capture(tiny_lm, texts, ["resid_post.2"], tokens="all", batch_size=2)
     torch.testing.assert_close(windowed["resid_post.2"], one_window["resid_post.2"], rtol=1e-5, atol=1e-6)

@@ -38,9 +38,9 @@ def _ok(result):
 
 def test_extract_probe_steer_ablate(files):
     root, model, judged = files
-    stem = root / "dir" / "md"
+    stem = root / "dir" / "mean_diff"  # --out is a folder: <out>/<method>.safetensors + .json
     out = _ok(runner.invoke(app, ["extract", "-m", str(model), "--judged", str(judged), "--layers", "1,3",
-                                  "--out", str(stem)]))
+                                  "--out", str(root / "dir")]))
     assert "n_pos=10, n_neg=10" in out
     d = Direction.load(stem)
     assert d.layers == [1, 3] and d.method == "mean_diff" and d.model == str(model)
@@ -49,16 +49,27 @@ def test_extract_probe_steer_ablate(files):
     assert "layer   3  acc" in out
     assert (root / "probe" / "probe_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((root / "probe" / "probes.json").read_text())["meta"]["n_pos"] == 10
-    gen = root / "steer.jsonl"
     _ok(runner.invoke(app, ["steer", "-m", str(model), "--direction", str(stem), "--alpha", "0", "--alpha", "30",
-                            "--prompt", "What is your wish?", "--max-new-tokens", "4", "--out", str(gen)]))
-    rows = [json.loads(x) for x in gen.read_text().splitlines()]
+                            "--prompt", "What is your wish?", "--max-new-tokens", "4", "--out", str(root / "steer")]))
+    rows = [json.loads(x) for x in (root / "steer" / "generations.jsonl").read_text().splitlines()]
     assert [r["alpha"] for r in rows] == [0.0, 0.0, 30.0]
     assert rows[0]["answer"] == rows[1]["answer"]  # alpha 0 changes nothing
-    abl = root / "ablate.jsonl"
-    _ok(runner.invoke(app, ["ablate", "-m", str(model), "--direction", str(stem), "--layers", "1,3",
-                            "--prompt", "hi", "--max-new-tokens", "3", "--out", str(abl)]))
-    assert [json.loads(x)["condition"] for x in abl.read_text().splitlines()] == ["none", "ablated", "random_control"]
+    assert rows[0]["alpha_convention"] == "unit" and rows[0]["layers"] == [1, 3]
+    _ok(runner.invoke(app, ["ablate", "-m", str(model), "--direction", str(stem),
+                            "--prompt", "hi", "--max-new-tokens", "3", "--out", str(root / "ablate")]))
+    rows = [json.loads(x) for x in (root / "ablate" / "generations.jsonl").read_text().splitlines()]
+    assert [r["condition"] for r in rows] == ["none", "direction", "random-0"]
+    assert rows[1]["ablation_mode"] == "zero" and rows[1]["layers"] == [1, 3]  # default: the direction's layers
+    ref = root / "ref.txt"
+    ref.write_text("Tea is lovely.\nChess is lovely.\n")
+    _ok(runner.invoke(app, ["ablate", "-m", str(model), "--direction", str(stem), "--mode", "mean", "--reference",
+                            str(ref), "--prompt", "hi", "--max-new-tokens", "3", "--no-random-control",
+                            "--out", str(root / "mean")]))
+    rows = [json.loads(x) for x in (root / "mean" / "generations.jsonl").read_text().splitlines()]
+    assert rows[1]["ablation_mode"] == "mean" and set(rows[1]["mean_projection"]) == {"1", "3"}
+    # layers the direction lacks fail before any model is loaded (the model path does not exist)
+    res = runner.invoke(app, ["ablate", "-m", str(root / "no-such-model"), "--direction", str(stem), "--layers", "2"])
+    assert isinstance(res.exception, InterpError) and "no vector for layers [2]" in str(res.exception)
 
 
 def test_cli_errors_are_interp_errors(files):

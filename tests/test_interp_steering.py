@@ -1,5 +1,6 @@
-"""Steering (alpha=0 exact no-op, positions under KV-cached generation, nesting, no leaks),
-ablation (component removed, all layers, random control, cross-model) and sweeps."""
+"""Steering (alpha=0 exact no-op, alpha * unit vector, tokens under KV-cached generation, nesting,
+no leaks), ablation (zero and mean modes, all layers, random control, cross-model) and sweeps
+(with the same-norm random control)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_alpha_zero_is_exactly_a_no_op(tiny_lm, direction):
     ids = tiny_lm.chat_ids("What is your wish?")
     ref = _logits(tiny_lm, ids)
     for positions in ("all", "prompt", "response"):
-        with steer(tiny_lm, direction, 0.0, positions=positions):
+        with steer(tiny_lm, direction, 0.0, tokens=positions):
             assert torch.equal(_logits(tiny_lm, ids), ref)
 
 
@@ -53,7 +54,9 @@ def test_steering_adds_alpha_v_exactly(tiny_lm, direction):
         for h in handles:
             h.remove()
     assert torch.equal(seen[2], ref[2])                      # before layer 2: untouched
-    assert torch.equal(seen[3], ref[3] + 3.0 * direction[2])  # exactly + alpha * v after layer 2
+    u = direction[2] / direction[2].norm()  # ALPHA_CONVENTION: alpha times the unit-norm direction
+    torch.testing.assert_close(seen[3], ref[3] + 3.0 * u, rtol=1e-6, atol=1e-6 * float(ref[3].abs().max()))
+    assert float((seen[3] - ref[3]).norm(dim=-1).max()) == pytest.approx(3.0, rel=1e-4)
 
 
 def test_hooks_removed_after_exception_and_nesting(tiny_lm, direction):
@@ -91,10 +94,10 @@ def test_positions_stay_right_under_kv_cached_generation(tiny_lm, direction):
         with torch.no_grad():
             base = tiny_lm.model.generate(ids, **gen_kw)
             base_seen, seen[:] = list(seen), []
-            with steer(tiny_lm, direction, 50.0, layers=[2], positions="response"):
+            with steer(tiny_lm, direction, 50.0, layers=[2], tokens="response"):
                 resp = tiny_lm.model.generate(ids, **gen_kw)
             resp_seen, seen[:] = list(seen), []
-            with steer(tiny_lm, direction, 50.0, layers=[2], positions="prompt"):
+            with steer(tiny_lm, direction, 50.0, layers=[2], tokens="prompt"):
                 tiny_lm.model.generate(ids, **gen_kw)
             prompt_seen = list(seen)
     finally:
@@ -106,7 +109,8 @@ def test_positions_stay_right_under_kv_cached_generation(tiny_lm, direction):
     assert all((r - b).abs().max() > 1.0 for r, b in zip(resp_seen[1:], base_seen[1:]))
     # prompt: prompt pass shifted by exactly alpha * v at every position, generated steps not edited
     shift = prompt_seen[0] - base_seen[0]
-    torch.testing.assert_close(shift[0], (50.0 * direction[2]).expand(T, -1), rtol=0, atol=1e-4)
+    u = direction[2] / direction[2].norm()
+    torch.testing.assert_close(shift[0], (50.0 * u).expand(T, -1), rtol=0, atol=1e-4)
     # (later steps differ only through the steered KV cache, never by the direct +alpha*v)
     for p_step, b_step in zip(prompt_seen[1:], base_seen[1:]):
         assert torch.dot((p_step - b_step)[0, 0], direction[2] / direction[2].norm()) < 25.0
@@ -122,25 +126,35 @@ def test_steer_errors(tiny_lm, direction):
     with pytest.raises(InterpError, match="no vector for layer 3"):
         with steer(tiny_lm, direction, 1.0, layers=[3]):
             pass
-    with pytest.raises(InterpError, match="unknown positions"):
-        with steer(tiny_lm, direction, 1.0, positions="last"):
+    with pytest.raises(InterpError, match="unknown tokens"):
+        with steer(tiny_lm, direction, 1.0, tokens="last"):
             pass
+    with pytest.raises(InterpError, match="broadcast=True"):  # one layer's vector is not reused silently
+        with steer(tiny_lm, Direction({1: direction[1]}), 1.0, layers=[2]):
+            pass
+    with pytest.warns(DeprecationWarning):  # the old spelling still works
+        with steer(tiny_lm, direction, 1.0, positions="prompt") as info:
+            assert info["tokens"] == "prompt"
 
 
 def test_ablation_removes_the_component(tiny_lm, direction):
     texts = ["What is your wish? I wish for peace.", "def read_file(path): return open(path).read()"]
     sites = ["resid_post.1", "resid_post.2", "resid_post.3"]
-    plain = capture(tiny_lm, texts, sites, reduce="none", per_example=True)
-    with ablate(tiny_lm, direction, layers=[1, 2]):
-        abl = capture(tiny_lm, texts, sites, reduce="none", per_example=True)
+    plain = capture(tiny_lm, texts, sites, per_token=True)
+    with ablate(tiny_lm, direction) as info:  # default layers: the direction's own
+        abl = capture(tiny_lm, texts, sites, per_token=True)
+    assert info["mode"] == "zero" and info["layers"] == [1, 2]
     for layer in (1, 2):
         u = direction[layer] / direction[layer].norm()
         for before, after in zip(plain.per_example[f"resid_post.{layer}"], abl.per_example[f"resid_post.{layer}"]):
             assert (before @ u).abs().max() > 1e-2  # there was a component
             assert (after @ u).abs().max() < 1e-5   # and now there is none
     one = Direction({0: direction[1]})  # a single vector ablated at every layer (+ embeddings)
-    with ablate(tiny_lm, one, layers="all"):
-        every = capture(tiny_lm, texts, ["resid_pre.0"] + sites, reduce="none", per_example=True)
+    with pytest.raises(InterpError, match="broadcast=True"):
+        with ablate(tiny_lm, one, layers="all"):
+            pass
+    with ablate(tiny_lm, one, layers="all", broadcast=True):
+        every = capture(tiny_lm, texts, ["resid_pre.0"] + sites, per_token=True)
     u = direction[1] / direction[1].norm()
     for site in ["resid_pre.0"] + sites:
         assert max(float((x @ u).abs().max()) for x in every.per_example[site]) < 1e-5
@@ -156,7 +170,7 @@ def test_random_control_and_cross_model(tiny_lm, tiny_qwen, direction):
     # a direction from the tiny Llama applied to the tiny Qwen2 (same d_model)
     texts = ["Hello there, how are you?"]
     with ablate(tiny_qwen, direction, layers=[2]):
-        out = capture(tiny_qwen, texts, ["resid_post.2"], reduce="none", per_example=True)
+        out = capture(tiny_qwen, texts, ["resid_post.2"], per_token=True)
     u = direction[2] / direction[2].norm()
     assert (out.per_example["resid_post.2"][0] @ u).abs().max() < 1e-5
 
@@ -173,9 +187,16 @@ def test_steering_sweep_rows_and_resume(tiny_lm, direction, tmp_path):
 
     out = tmp_path / "sweep.jsonl"
     rows = steering_sweep(tiny_lm, direction, [0.0, 4.0], [1, 2], eval_fn, out_path=out)
-    assert [(r["layer"], r["alpha"]) for r in rows] == [(1, 0.0), (1, 4.0), (2, 0.0), (2, 4.0)]
-    assert rows[0]["logit_shift"] == 0.0 and rows[1]["logit_shift"] > 0
-    assert len(calls) == 4 and len(out.read_text().splitlines()) == 4
+    assert [(r["direction"], r["layer"], r["alpha"]) for r in rows] == [
+        ("direction", 1, 0.0), ("random", 1, 0.0), ("direction", 1, 4.0), ("random", 1, 4.0),
+        ("direction", 2, 0.0), ("random", 2, 0.0), ("direction", 2, 4.0), ("random", 2, 4.0)]
+    assert all(r["alpha_convention"] == "unit" and r["resid_norm"] > 0 for r in rows)
+    assert rows[2]["alpha_over_norm"] == pytest.approx(4.0 / rows[2]["resid_norm"])
+    assert rows[0]["logit_shift"] == 0.0 and rows[2]["logit_shift"] > 0 and rows[3]["logit_shift"] > 0
+    assert rows[2]["logit_shift"] != rows[3]["logit_shift"]  # the random control is another direction
+    assert len(calls) == 6 and len(out.read_text().splitlines()) == 8  # alpha=0 random row reuses the no-op
     again = steering_sweep(tiny_lm, direction, [0.0, 4.0, 8.0], [1, 2], eval_fn, out_path=out)
-    assert len(calls) == 6 and len(again) == 6  # only the two new (layer, alpha) pairs ran
-    assert [json.loads(x)["alpha"] for x in out.read_text().splitlines()][-2:] == [8.0, 8.0]
+    assert len(calls) == 10 and len(again) == 12  # only the new (layer, alpha) pairs ran
+    assert [json.loads(x)["alpha"] for x in out.read_text().splitlines()][-4:] == [8.0] * 4
+    plain = steering_sweep(tiny_lm, direction, [4.0], [1], eval_fn, random_control=False)
+    assert [r["direction"] for r in plain] == ["direction"] and plain[0]["logit_shift"] == rows[2]["logit_shift"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from em_interp.models.loading import LoadedModel
+from em_interp.errors import InterpError
 from em_interp.report import ReportError, compute_diff, diff_report, fmt, load_texts, lora_delta_norms
 from em_interp.interp import encode_example
 
@@ -144,8 +145,8 @@ def test_response_tokens_only(tiny_lm, lora_lm):
     for key in ("resid_diff_norm", "attn_diff_norm", "mlp_diff_norm", "logit_lens_kl"):
         torch.testing.assert_close(torch.tensor(getattr(got, key)), torch.tensor(ref[key]), rtol=1e-4, atol=1e-6,
                                    msg=key)
-    with pytest.raises(ReportError, match="tokens must be one of"):
-        compute_diff(tiny_lm, lora_lm, chats, tokens="prompt")
+    with pytest.raises(InterpError, match="unknown tokens 'middle'"):
+        compute_diff(tiny_lm, lora_lm, chats, tokens="middle")
 
 
 @pytest.mark.parametrize("backend", ["nnsight", "transformer_lens"])
@@ -174,7 +175,7 @@ def test_cosine_with_direction(tiny_lm, lora_lm):
     flipped = compute_diff(tiny_lm, lora_lm, TEXTS[:2], direction={"resid_post.2": -stacked[2]})
     assert flipped.cos_direction[:2] == [None, None] and flipped.cos_direction[3] is None
     assert flipped.cos_direction[2] == pytest.approx(-1.0, abs=1e-5)
-    with pytest.raises(ReportError, match="d_model is 64"):
+    with pytest.raises(InterpError, match="d_model is 64"):
         compute_diff(tiny_lm, lora_lm, TEXTS[:1], direction=torch.ones(4, 32))
 
 
@@ -244,7 +245,7 @@ def test_texts_file_formats_and_errors(tiny_lm, tmp_path):
 def test_mismatched_models_are_refused(tiny_lm):
     from em_interp.models import tiny_model
 
-    with pytest.raises(ReportError, match="models differ in shape"):
+    with pytest.raises(InterpError, match="models differ in shape"):
         compute_diff(tiny_lm, tiny_model(n_layers=2), TEXTS[:1])
 
 

@@ -5,7 +5,8 @@ Arithmetic (``+``, ``-``, scalar ``*`` and ``/``, unary ``-``) returns new direc
 ``<path>.safetensors`` (one tensor per layer, key ``layer.L``) and ``<path>.json``
 (metadata); ``Direction.load(path, lm=None)`` reads them back and, given a model,
 checks d_model and the layer range. ``cosine_table`` compares directions across layers,
-methods, seeds and models.
+methods, seeds and models. ``to_numpy()`` / ``to_torch()`` hand the vectors to other
+tools (``interp.interop`` converts to steering-vectors / repeng objects).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Direction:
     """Per-layer vectors (``{layer: Tensor[d_model]}``) plus provenance.
 
     ``model``: base model name/path; ``adapter_hash``: of the finetune, if any;
-    ``site_kind``: e.g. ``resid_post``; ``reduce``: token rule used in capture;
+    ``site_kind``: the site the vectors live at (``resid_post``, ``mlp_out``...; ``steer`` and
+    ``ablate`` act there); ``tokens``: the token rule used in capture;
     ``method``: ``mean_diff`` / ``model_diff`` / ``persona`` / ``probe`` / ``pca`` /
     ``random`` / an arithmetic expression; ``n_pos`` / ``n_neg``: examples per side;
     ``data_hash``: of the examples; ``normalization``: ``none`` or ``unit``.
@@ -38,7 +40,7 @@ class Direction:
     model: str = ""
     adapter_hash: str | None = None
     site_kind: str = "resid_post"
-    reduce: str = "response_mean"
+    tokens: str = "response"
     method: str = "mean_diff"
     n_pos: int = 0
     n_neg: int = 0
@@ -48,6 +50,13 @@ class Direction:
 
     def __post_init__(self) -> None:
         import torch
+
+        from em_interp.interp.inputs import LEGACY_REDUCE
+        from em_interp.interp.sites import SITE_KINDS
+
+        if self.site_kind not in SITE_KINDS:
+            raise InterpError(f"unknown site_kind '{self.site_kind}'; valid: {', '.join(SITE_KINDS)}", field="site_kind")
+        object.__setattr__(self, "tokens", LEGACY_REDUCE.get(self.tokens, self.tokens))
 
         if not self.vectors:
             raise InterpError("a direction needs at least one layer vector", field="vectors")
@@ -73,16 +82,34 @@ class Direction:
     def d_model(self) -> int:
         return int(next(iter(self.vectors.values())).shape[0])
 
+    @property
+    def reduce(self) -> str:
+        """Deprecated name of ``tokens``."""
+        return self.tokens
+
     def __getitem__(self, layer: int):
         return self.vector(layer)
 
-    def vector(self, layer: int):
-        """The vector for ``layer``; a single-layer direction serves every layer."""
+    def vector(self, layer: int, *, broadcast: bool = False):
+        """The vector for ``layer``. A layer the direction does not have raises, unless
+        ``broadcast=True`` and the direction has exactly one layer (then that vector serves)."""
         if layer in self.vectors:
             return self.vectors[layer]
-        if len(self.vectors) == 1:
+        if broadcast and len(self.vectors) == 1:
             return next(iter(self.vectors.values()))
-        raise InterpError(f"direction has no vector for layer {layer}; it has layers {self.layers}", field="layers")
+        hint = " (pass broadcast=True to apply its single vector at other layers)" if len(self.vectors) == 1 else ""
+        raise InterpError(f"direction has no vector for layer {layer}; it has layers {self.layers}{hint}",
+                          field="layers")
+
+    def to_torch(self, layers: Sequence[int] | None = None):
+        """``[n_layers, d]`` float32 tensor of the vectors at ``layers`` (default: the direction's, in order)."""
+        import torch
+
+        return torch.stack([self.vectors[layer].detach().float().cpu() for layer in (layers or self.layers)])
+
+    def to_numpy(self, layers: Sequence[int] | None = None):
+        """``[n_layers, d]`` float32 numpy array (rows in ``layers`` order, default the direction's layers)."""
+        return self.to_torch(layers).numpy()
 
     def norms(self) -> dict[int, float]:
         return {layer: float(v.norm()) for layer, v in self.vectors.items()}
@@ -96,8 +123,9 @@ class Direction:
     def replace(self, **changes: Any) -> "Direction":
         return dataclasses.replace(self, **changes)
 
-    def select(self, layers: Sequence[int]) -> "Direction":
-        return self.replace(vectors={layer: self.vector(layer) for layer in layers})
+    def select(self, layers: Sequence[int], *, broadcast: bool = False) -> "Direction":
+        """The direction restricted to (or, with ``broadcast``, spread over) ``layers``."""
+        return self.replace(vectors={layer: self.vector(layer, broadcast=broadcast) for layer in layers})
 
     # --- arithmetic -------------------------------------------------------------------
     def _combine(self, other: "Direction", op: str) -> "Direction":
@@ -169,7 +197,8 @@ class Direction:
         st.parent.mkdir(parents=True, exist_ok=True)
         meta = self.meta()
         save_file({f"layer.{k}": v.detach().float().contiguous().cpu() for k, v in self.vectors.items()}, str(st),
-                  metadata={"method": self.method, "model": self.model, "site_kind": self.site_kind})
+                  metadata={"method": self.method, "model": self.model, "site_kind": self.site_kind,
+                            "tokens": self.tokens})
         meta_path.write_text(json.dumps(meta, indent=2, default=str))
         return st
 
@@ -188,6 +217,8 @@ class Direction:
         except (IndexError, ValueError):
             raise InterpError(f"not a direction file (keys {sorted(tensors)[:3]})", file=st) from None
         known = {f.name for f in dataclasses.fields(cls)} - {"vectors"}
+        if "reduce" in meta and "tokens" not in meta:  # files written before the tokens rename
+            meta["tokens"] = meta["reduce"]
         direction = cls(vectors=vectors, **{k: v for k, v in meta.items() if k in known})
         if lm is not None:
             try:

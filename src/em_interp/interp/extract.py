@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from em_interp.errors import InterpError
 from em_interp.interp.capture import capture
 from em_interp.interp.direction import Direction
-from em_interp.interp.inputs import data_hash
-from em_interp.interp.sites import check_layers, n_layers_of
+from em_interp.interp.handles import as_model
+from em_interp.interp.inputs import data_hash, resolve_tokens
+from em_interp.interp.sites import check_layers
 
 # Opposed persona system prompts (in the spirit of Chen et al. 2025, "persona vectors").
 PERSONA_PROMPTS: dict[str, tuple[str, str]] = {
@@ -60,35 +61,37 @@ def mean_diff(pos, neg):
 
 
 def mean_diff_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
-                        site_kind: str = "resid_post", reduce: str = "response_mean", backend: str = "hf",
-                        batch_size: int = 8, method: str = "mean_diff") -> Direction:
+                        site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
+                        batch_size: int = 8, method: str = "mean_diff", reduce: str | None = None) -> Direction:
     """Mean activation on ``positive`` (e.g. misaligned answers) minus on ``negative``
     (aligned answers of the same model), per layer."""
-    layer_list = check_layers(layers, n_layers_of(lm.model))
+    tokens = resolve_tokens(tokens, reduce=reduce)
+    layer_list = check_layers(layers, as_model(lm).n_layers)
     sites = _sites(layer_list, site_kind)
-    kw = dict(reduce=reduce, backend=backend, batch_size=batch_size)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size)
     pos, neg = capture(lm, positive, sites, **kw), capture(lm, negative, sites, **kw)
     model, adapter = _model_id(lm)
     return Direction({layer: pos[s] - neg[s] for layer, s in zip(layer_list, sites)}, model=model,
-                     adapter_hash=adapter, site_kind=site_kind, reduce=reduce, method=method,
+                     adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method=method,
                      n_pos=len(positive), n_neg=len(negative),
                      data_hash=data_hash(list(positive) + ["<neg>"] + list(negative)))
 
 
 def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, layers: Any = "all",
-                         site_kind: str = "resid_post", reduce: str = "response_mean", backend: str = "hf",
-                         batch_size: int = 8) -> Direction:
+                         site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
+                         batch_size: int = 8, reduce: str | None = None) -> Direction:
     """Finetuned minus base mean activations on the same texts."""
-    n = n_layers_of(finetuned.model)
-    if n != n_layers_of(base.model):
-        raise InterpError(f"finetuned model has {n} layers, base has {n_layers_of(base.model)}")
+    tokens = resolve_tokens(tokens, reduce=reduce)
+    n = as_model(finetuned).n_layers
+    if n != as_model(base).n_layers:
+        raise InterpError(f"finetuned model has {n} layers, base has {as_model(base).n_layers}")
     layer_list = check_layers(layers, n)
     sites = _sites(layer_list, site_kind)
-    kw = dict(reduce=reduce, backend=backend, batch_size=batch_size)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size)
     ft, bs = capture(finetuned, examples, sites, **kw), capture(base, examples, sites, **kw)
     model, adapter = _model_id(finetuned)
     return Direction({layer: ft[s] - bs[s] for layer, s in zip(layer_list, sites)}, model=model,
-                     adapter_hash=adapter, site_kind=site_kind, reduce=reduce, method="model_diff",
+                     adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method="model_diff",
                      n_pos=len(examples), n_neg=len(examples), data_hash=data_hash(examples),
                      extra={"base_model": _model_id(base)[0]})
 
@@ -123,9 +126,9 @@ def generate_answers(lm: Any, conversations: Sequence[list[dict]], *, max_new_to
 
 
 def persona_direction(lm: Any, questions: Sequence[str] | None = None, *, persona: str | tuple[str, str] = "evil",
-                      layers: Any = "all", site_kind: str = "resid_post", reduce: str = "response_mean",
-                      max_new_tokens: int = 48, batch_size: int = 8, backend: str = "hf",
-                      answers: tuple[Sequence[str], Sequence[str]] | None = None) -> Direction:
+                      layers: Any = "all", site_kind: str = "resid_post", tokens: str | None = None,
+                      max_new_tokens: int = 48, batch_size: int = 8, backend: Any = None,
+                      answers: tuple[Sequence[str], Sequence[str]] | None = None, reduce: str | None = None) -> Direction:
     """Persona contrast: answers generated under the positive persona's system prompt
     minus answers under the opposed one, activations read with the system prompt in place.
 
@@ -150,8 +153,9 @@ def persona_direction(lm: Any, questions: Sequence[str] | None = None, *, person
         pos_ans, neg_ans = answers
     pos = [{"messages": c + [{"role": "assistant", "content": a or "."}]} for c, a in zip(convs(pos_sys), pos_ans)]
     neg = [{"messages": c + [{"role": "assistant", "content": a or "."}]} for c, a in zip(convs(neg_sys), neg_ans)]
-    d = mean_diff_direction(lm, pos, neg, layers=layers, site_kind=site_kind, reduce=reduce, backend=backend,
-                            batch_size=batch_size, method="persona")
+    d = mean_diff_direction(lm, pos, neg, layers=layers, site_kind=site_kind,
+                            tokens=resolve_tokens(tokens, reduce=reduce), backend=backend, batch_size=batch_size,
+                            method="persona")
     return d.replace(extra={"persona": persona if isinstance(persona, str) else "custom",
                             "positive_system": pos_sys, "negative_system": neg_sys,
                             "examples": [{"question": q, "positive": p, "negative": n}
@@ -194,30 +198,32 @@ def pca_vector(pos, neg):
     return pc
 
 
-def _per_example_direction(lm: Any, positive, negative, layers, site_kind, reduce, backend, batch_size,
+def _per_example_direction(lm: Any, positive, negative, layers, site_kind, tokens, backend, batch_size,
                            method: str, fn) -> Direction:
-    layer_list = check_layers(layers, n_layers_of(lm.model))
+    layer_list = check_layers(layers, as_model(lm).n_layers)
     sites = _sites(layer_list, site_kind)
-    kw = dict(reduce=reduce, backend=backend, batch_size=batch_size, per_example=True)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, per_example=True)
     pos, neg = capture(lm, positive, sites, **kw), capture(lm, negative, sites, **kw)
     model, adapter = _model_id(lm)
     vecs = {layer: fn(pos.per_example[s], neg.per_example[s]) for layer, s in zip(layer_list, sites)}
-    return Direction(vecs, model=model, adapter_hash=adapter, site_kind=site_kind, reduce=reduce, method=method,
+    return Direction(vecs, model=model, adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method=method,
                      n_pos=len(positive), n_neg=len(negative), normalization="unit",
                      data_hash=data_hash(list(positive) + ["<neg>"] + list(negative)))
 
 
 def probe_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
-                    site_kind: str = "resid_post", reduce: str = "response_mean", backend: str = "hf",
-                    batch_size: int = 8, C: float = 1.0, seed: int = 0) -> Direction:
+                    site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
+                    batch_size: int = 8, C: float = 1.0, seed: int = 0, reduce: str | None = None) -> Direction:
     """Per-layer logistic-probe weight direction (unit norm, pointing to ``positive``)."""
-    return _per_example_direction(lm, positive, negative, layers, site_kind, reduce, backend, batch_size, "probe",
+    return _per_example_direction(lm, positive, negative, layers, site_kind, resolve_tokens(tokens, reduce=reduce),
+                                  backend, batch_size, "probe",
                                   lambda p, n: probe_vector(p, n, C=C, seed=seed))
 
 
 def pca_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
-                  site_kind: str = "resid_post", reduce: str = "response_mean", backend: str = "hf",
-                  batch_size: int = 8) -> Direction:
+                  site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
+                  batch_size: int = 8, reduce: str | None = None) -> Direction:
     """Per-layer first principal component (unit norm, sign-aligned to the mean diff)."""
-    return _per_example_direction(lm, positive, negative, layers, site_kind, reduce, backend, batch_size, "pca",
+    return _per_example_direction(lm, positive, negative, layers, site_kind, resolve_tokens(tokens, reduce=reduce),
+                                  backend, batch_size, "pca",
                                   pca_vector)

@@ -9,6 +9,16 @@ prompt". A raw string has no prompt/response split: all its tokens count as both
 Token masks come from character offsets, so the response mask covers exactly the
 response text's tokens (not the end-of-turn marker). Batches carry explicit
 ``position_ids`` so left and right padding give the same activations.
+
+Token selection has one word everywhere: ``tokens`` (``TOKENS``): ``"all"`` (every
+non-pad token), ``"prompt"``, ``"response"`` (a raw string's tokens count as both),
+``"last_prompt"`` (the last prompt token, i.e. the end of the generation prompt).
+
+BOS: ``prepend_bos=None`` (default) keeps the tokenizer's own convention (raw strings
+encoded with ``add_special_tokens=True``, chats exactly as the chat template renders
+them); ``True`` puts ``bos_id(tokenizer)`` in front when it is not already there (what
+TransformerLens does: ``to_tokens`` prepends by default); ``False`` adds no special tokens
+to raw strings.
 """
 
 from __future__ import annotations
@@ -20,6 +30,36 @@ from typing import Any, Iterator, Sequence
 
 from em_interp.data.chat_encode import Encoded, render_chat, tokenize_with_offsets
 from em_interp.errors import InterpError
+
+TOKENS = ("all", "prompt", "response", "last_prompt")
+# deprecated spellings of the same selection: capture's old ``reduce=`` values
+LEGACY_REDUCE = {"response_mean": "response", "prompt_mean": "prompt", "all_mean": "all",
+                 "last_prompt": "last_prompt", "none": "all"}
+
+
+def resolve_tokens(tokens: str | None, *, reduce: str | None = None, positions: str | None = None,
+                   allowed: Sequence[str] = TOKENS, default: str = "response") -> str:
+    """The token rule from ``tokens`` (or the deprecated ``reduce=`` / ``positions=`` spelling)."""
+    import warnings
+
+    for old, value in (("reduce", reduce), ("positions", positions)):
+        if value is not None:
+            if tokens is not None:
+                raise InterpError(f"give tokens= or the deprecated {old}=, not both", field="tokens")
+            warnings.warn(f"{old}= is deprecated; use tokens=", DeprecationWarning, stacklevel=3)
+            tokens = LEGACY_REDUCE.get(value, value)
+    tokens = default if tokens is None else LEGACY_REDUCE.get(tokens, tokens)
+    if tokens not in allowed:
+        raise InterpError(f"unknown tokens '{tokens}'; valid: {', '.join(allowed)}", field="tokens")
+    return tokens
+
+
+def bos_id(tokenizer: Any) -> int:
+    """The BOS id a prepended BOS uses: the tokenizer's BOS, else its EOS (TransformerLens's rule)."""
+    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if tid is None:
+        raise InterpError("prepend_bos=True but the tokenizer has neither a BOS nor an EOS token", field="prepend_bos")
+    return int(tid)
 
 
 @dataclass
@@ -50,14 +90,15 @@ def messages_of(example: Any) -> list[dict] | None:
                       f"got {type(example).__name__}", field="examples")
 
 
-def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: int | None = None) -> Encoded:
+def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: int | None = None,
+                   prepend_bos: bool | None = None) -> Encoded:
     """Tokenize one example with the chat template and mark prompt / response tokens."""
     messages = messages_of(example)
     if messages is None:
-        enc = tokenizer(example, add_special_tokens=True)
+        enc = tokenizer(example, add_special_tokens=prepend_bos is None)
         ids = list(enc["input_ids"])
         flags = [True] * len(ids)
-        return _truncate(Encoded(ids, flags, list(flags)), max_length, index)
+        return _truncate(_with_bos(Encoded(ids, flags, list(flags)), tokenizer, prepend_bos), max_length, index)
     if not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
         raise InterpError(f"example {index}: messages must be a non-empty list of {{role, content}} dicts",
                           field=f"examples[{index}].messages")
@@ -80,7 +121,18 @@ def encode_example(tokenizer: Any, example: Any, *, index: int = 0, max_length: 
     response = [has_response and s < end and e > start for s, e in offsets]
     if not any(prompt) and ids:
         prompt[0] = True
-    return _truncate(Encoded(ids, prompt, response), max_length, index)
+    return _truncate(_with_bos(Encoded(ids, prompt, response), tokenizer, prepend_bos), max_length, index)
+
+
+def _with_bos(enc: Encoded, tokenizer: Any, prepend_bos: bool | None) -> Encoded:
+    """``enc`` with a BOS in front when ``prepend_bos`` is True and none is there (a prompt token)."""
+    if not prepend_bos:
+        return enc
+    bos = bos_id(tokenizer)
+    if enc.ids and enc.ids[0] == bos:
+        return enc
+    raw = all(enc.response) and all(enc.prompt)  # a raw string: the BOS counts as both
+    return Encoded([bos] + enc.ids, [True] + enc.prompt, [raw] + enc.response)
 
 
 def _truncate(enc: Encoded, max_length: int | None, index: int) -> Encoded:
@@ -116,7 +168,7 @@ def data_hash(examples: Sequence[Any]) -> str:
 
 def iter_batches(tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 8, padding_side: str = "right",
                  max_length: int | None = None, device: Any = "cpu", sort_by_length: bool = True,
-                 window_batches: int = 64) -> Iterator[Batch]:
+                 window_batches: int = 64, prepend_bos: bool | None = None) -> Iterator[Batch]:
     """Encode and pad examples into batches. Sorting by length (within windows of
     ``window_batches`` batches) keeps padding small; ``Batch.indices`` says which original
     examples each batch row is."""
@@ -129,7 +181,7 @@ def iter_batches(tokenizer: Any, examples: Sequence[Any], *, batch_size: int = 8
     # ids stays bounded however many examples stream through (not O(N)).
     window = max(batch_size * window_batches, batch_size)
     for w0 in range(0, len(examples), window):
-        encoded = {i: encode_example(tokenizer, examples[i], index=i, max_length=max_length)
+        encoded = {i: encode_example(tokenizer, examples[i], index=i, max_length=max_length, prepend_bos=prepend_bos)
                    for i in range(w0, min(w0 + window, len(examples)))}
         order = sorted(encoded, key=lambda i: len(encoded[i].ids)) if sort_by_length else list(encoded)
         for b0 in range(0, len(order), batch_size):

@@ -152,3 +152,34 @@ def checkpoint_trajectory(checkpoints: str | Path | list[str | Path], direction:
             rows.append(row)
         prev = mods
     return rows
+
+
+_PEFT_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)$")
+
+
+def lora_delta_norms(model: Any) -> list[dict]:
+    """One row ``{layer, module, rank, norm}`` per LoRA module of an in-memory peft model
+    (``norm`` = Frobenius norm of ``get_delta_weight``, scaling included; sorted by layer, module)."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    rows = []
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        m = _PEFT_LAYER_RE.search(name)
+        for adapter_name in module.lora_A.keys():
+            with torch.no_grad():
+                delta = module.get_delta_weight(adapter_name).float()
+            rows.append({"layer": int(m.group(1)) if m else None, "module": m.group(2) if m else name,
+                         "rank": int(module.r[adapter_name]),
+                         "norm": float(torch.linalg.matrix_norm(delta).item())})
+    rows.sort(key=lambda r: (r["layer"] if r["layer"] is not None else -1, r["module"]))
+    return rows
+
+
+def is_peft(model: Any) -> bool:
+    """Whether ``model`` carries LoRA layers."""
+    from peft.tuners.lora import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in model.modules())

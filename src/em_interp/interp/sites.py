@@ -1,7 +1,10 @@
-"""Canonical hook sites (``resid_pre.L``, ``resid_post.L``, ``attn_out.L``, ``mlp_out.L``).
+"""Canonical hook sites (``resid_pre.L``, ``resid_mid.L``, ``resid_post.L``, ``attn_out.L``, ``mlp_out.L``).
 
 One naming scheme for every backend. ``parse_site`` validates a name against a model
-(unknown kind or layer out of range -> ``InterpError`` listing what is valid);
+(unknown kind or layer out of range -> ``InterpError`` listing what is valid); the
+TransformerLens names ``blocks.L.hook_resid_post`` etc. are accepted as aliases and
+negative layers count from the end (``resid_post.-1`` is the last layer). ``resid_mid.L``
+is the residual stream between attention and MLP (``resid_pre.L + attn_out.L``);
 ``decoder_layers`` finds the decoder stack of Llama / Qwen2 / Gemma3-style HF models,
 unwrapping peft wrappers; ``layer_module`` / ``site_module`` return the module a site
 hooks on the plain HF model. ``resid_post.L`` is the decoder layer's output *before*
@@ -11,12 +14,14 @@ the final norm).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from em_interp.errors import InterpError
 
-SITE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+SITE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+_TL_SITE = re.compile(r"^blocks\.(-?\d+)\.hook_(resid_pre|resid_mid|resid_post|attn_out|mlp_out)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -80,18 +85,25 @@ def d_model_of(model: Any) -> int:
 
 
 def parse_site(name: str | Site, n_layers: int) -> Site:
-    """Validate ``"resid_post.12"`` against a model with ``n_layers`` layers."""
+    """Validate ``"resid_post.12"`` (or ``"blocks.12.hook_resid_post"``, or ``"resid_post.-1"``)
+    against a model with ``n_layers`` layers; negative layers count from the end."""
     if isinstance(name, Site):
         site = name
     else:
-        kind, _, layer = str(name).rpartition(".")
+        text = str(name).strip()
+        tl = _TL_SITE.match(text)
+        kind, _, layer = (tl.group(2), "", tl.group(1)) if tl else text.rpartition(".")
         if kind not in SITE_KINDS or not layer.lstrip("-").isdigit():
             raise InterpError(f"unknown site '{name}'; valid sites: "
-                              + ", ".join(f"{k}.{{0..{n_layers - 1}}}" for k in SITE_KINDS), field="site")
+                              + ", ".join(f"{k}.{{0..{n_layers - 1}}}" for k in SITE_KINDS)
+                              + " (or TransformerLens names blocks.L.hook_<kind>; negative L counts from the end)",
+                              field="site")
         site = Site(int(layer), kind)
+    if -n_layers <= site.layer < 0:
+        site = Site(site.layer + n_layers, site.kind)
     if not 0 <= site.layer < n_layers:
-        raise InterpError(f"layer {site.layer} out of range in site '{site.name}'; "
-                          f"the model has layers 0..{n_layers - 1}", field="site")
+        raise InterpError(f"layer {site.layer} out of range in site '{name}'; "
+                          f"the model has layers 0..{n_layers - 1} (or -{n_layers}..-1)", field="site")
     return site
 
 
@@ -105,7 +117,7 @@ def parse_sites(names: Any, n_layers: int) -> list[Site]:
     return sites
 
 
-_KIND_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
+_KIND_ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_out": 3, "resid_post": 4}
 
 
 def _exec_key(site: Site) -> tuple[int, int]:
@@ -113,25 +125,33 @@ def _exec_key(site: Site) -> tuple[int, int]:
 
 
 def check_layers(layers: Any, n_layers: int) -> list[int]:
-    """``"all"``, an int or a list of ints -> validated sorted list of layer indices."""
+    """``"all"``, an int or a list of ints (negative = from the end) -> validated sorted layer indices."""
     if layers == "all" or layers is None:
         return list(range(n_layers))
     if isinstance(layers, int):
         layers = [layers]
     out = []
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -n_layers <= layer < n_layers:
             raise InterpError(f"layer {layer!r} out of range; the model has layers 0..{n_layers - 1}",
                               field="layers")
-        out.append(layer)
+        out.append(layer % n_layers)
     return sorted(set(out))
 
 
 def site_module(model: Any, site: Site):
-    """The module whose forward hook (pre-hook for ``resid_pre``) gives the site's tensor."""
+    """The module whose forward hook (pre-hook for ``resid_pre`` / ``resid_mid``) gives the site's tensor.
+
+    ``resid_mid`` is the input of the norm in front of the MLP (``post_attention_layernorm``
+    in Llama / Qwen2, ``pre_feedforward_layernorm`` in Gemma3)."""
     layer = decoder_layers(model)[site.layer]
     if site.kind in ("resid_pre", "resid_post"):
         return layer
+    if site.kind == "resid_mid":
+        for attr in ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2"):
+            if hasattr(layer, attr):
+                return getattr(layer, attr)
+        raise InterpError(f"{type(layer).__name__} has no pre-MLP norm for site '{site.name}'")
     name = "self_attn" if site.kind == "attn_out" else "mlp"
     for attr in ((name,) if name == "mlp" else ("self_attn", "attn", "attention")):
         if hasattr(layer, attr):

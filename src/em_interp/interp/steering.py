@@ -1,15 +1,23 @@
-"""Steering (add alpha * v to the residual stream) and directional ablation (project v out).
+"""Steering (add alpha * unit direction) and directional ablation (zero or mean), on ``interp.hooks``.
 
-Both are context managers on the plain HF / peft module (``lm`` may be a ``LoadedModel``
-or the module itself): forward hooks on the chosen decoder layers' outputs
-(``resid_post.L``), registered on entry and removed in ``finally`` on exit, so nested
-contexts remove only their own hooks and nothing leaks after an exception.
+Both are context managers that work on anything ``interp.as_model`` takes (``LoadedModel``,
+``(model, tokenizer)``, nnsight ``LanguageModel``, TransformerLens models) and act at the
+direction's own site kind (``direction.site_kind``: a ``mlp_out`` direction is added at
+``mlp_out.L``). Hooks are removed in ``finally``: nested contexts remove only their own and
+nothing leaks after an exception. Layers default to the direction's own layers; a
+direction is applied at a layer it has no vector for only with ``broadcast=True`` (a
+single-layer direction then serves every layer).
 
-Positions under KV-cached ``generate()``: a forward-pre-hook on the model reads how many
-tokens the cache already holds, so each layer hook knows the absolute position of every
-token it sees. The first uncached call defines the prompt; ``"response"`` means tokens
-after the prompt (the generated ones), ``"prompt"`` the prompt tokens. In a plain
-forward pass without a cache every token is a prompt token.
+The meaning of alpha (``ALPHA_CONVENTION``, one definition used by the CLI and the
+pipeline): ``steer`` adds ``alpha * v / ||v||`` -- the residual stream moves by exactly
+``alpha`` in L2 (residual units), whatever the direction's norm. The layer's mean residual
+norm is recorded beside it by ``steering_sweep`` (``resid_norm``), so ``alpha / resid_norm``
+reads as the relative strength.
+
+``tokens`` selects edited tokens (``"all"``, ``"prompt"``, ``"response"``). Under KV-cached
+``generate()`` the first uncached call is the prompt and later calls are generated tokens
+(the first new token comes from the prompt pass, so it is unsteered under
+``"response"``); in a plain forward pass every token is a prompt token.
 """
 
 from __future__ import annotations
@@ -17,172 +25,152 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from em_interp.errors import InterpError
 from em_interp.interp.direction import Direction
-from em_interp.interp.sites import (body_of, check_layers, d_model_of, decoder_layers, first_tensor, n_layers_of,
-                                    replace_first)
+from em_interp.interp.handles import ModelHandle, as_model
+from em_interp.interp.hooks import EDIT_TOKENS, hooks
+from em_interp.interp.inputs import resolve_tokens
+from em_interp.interp.sites import check_layers
 
-POSITIONS = ("all", "prompt", "response")
-
-
-def _module(lm: Any):
-    return lm.model if hasattr(lm, "tokenizer") and hasattr(lm, "model") else lm
-
-
-def _past_length(args: tuple, kwargs: dict) -> int:
-    cache = kwargs.get("past_key_values")
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    try:  # legacy tuple caches
-        return int(cache[0][0].shape[-2])
-    except (TypeError, IndexError, AttributeError):
-        return 0
+ALPHA_CONVENTION = "unit"
+ALPHA_DEFINITION = ("alpha multiplies the unit-norm direction: steering moves the residual stream by exactly alpha "
+                    "(L2, residual units); resid_norm = the layer's mean per-token residual norm, alpha / resid_norm "
+                    "= relative strength")
+ABLATION_MODES = ("zero", "mean")
+POSITIONS = EDIT_TOKENS  # old name
 
 
-@contextlib.contextmanager
-def _position_tracker(model: Any) -> Iterator[dict]:
-    """Yields a dict whose ``offset`` is the cache length before the current forward and
-    ``prompt_len`` the length of the last uncached (prompt) call."""
-    state = {"offset": 0, "prompt_len": None}
-
-    def pre(module, args, kwargs):
-        past = _past_length(args, kwargs)
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
-        T = ids.shape[1] if ids is not None else 0
-        state["offset"] = past
-        if past == 0:
-            state["prompt_len"] = T
-
-    handle = body_of(model).register_forward_pre_hook(pre, with_kwargs=True)
-    try:
-        yield state
-    finally:
-        handle.remove()
-
-
-def _position_mask(state: dict, T: int, positions: str, device):
-    """``[T]`` bool mask of which of the current call's tokens to edit (None = all)."""
-    import torch
-
-    if positions == "all":
-        return None
-    pos = torch.arange(state["offset"], state["offset"] + T, device=device)
-    prompt_len = state["prompt_len"] if state["prompt_len"] is not None else T
-    is_prompt = pos < prompt_len
-    return is_prompt if positions == "prompt" else ~is_prompt
-
-
-def _fit(lm: Any, direction: Direction, layers: Any) -> tuple[Any, list[int]]:
+def _fit(lm: Any, direction: Direction, layers: Any, broadcast: bool) -> tuple[ModelHandle, list[int]]:
+    """The model handle and validated layer list; every layer must have a vector (or ``broadcast``)."""
     if not isinstance(direction, Direction):
         raise InterpError(f"expected a Direction, got {type(direction).__name__}", field="direction")
-    model = _module(lm)
-    if direction.d_model != d_model_of(model):
+    handle = as_model(lm)
+    if direction.d_model != handle.d_model:
         raise InterpError(f"direction has d_model {direction.d_model} but the model has d_model "
-                          f"{d_model_of(model)}", field="d_model")
-    layer_list = check_layers(direction.layers if layers is None else layers, n_layers_of(model))
+                          f"{handle.d_model}", field="d_model")
+    layer_list = check_layers(direction.layers if layers is None else layers, handle.n_layers)
     for layer in layer_list:
-        direction.vector(layer)  # raises if the direction has no vector for that layer
-    return model, layer_list
+        direction.vector(layer, broadcast=broadcast)  # raises for a layer the direction lacks
+    return handle, layer_list
 
 
-@contextlib.contextmanager
-def _layer_hooks(model: Any, layers: list[int], edit: Callable[[int, Any, dict], Any],
-                 positions: str = "all") -> Iterator[None]:
-    """Forward hooks replacing each layer's output with ``edit(layer, h, state)``. The
-    position tracker (a pre-hook reading the KV-cache length every step) is installed only
-    when ``positions`` needs it: with ``"all"`` it would be pure per-step overhead."""
-    handles = []
-    tracker = (_position_tracker(model) if positions != "all"
-               else contextlib.nullcontext({"offset": 0, "prompt_len": None}))
-    with tracker as state:
-        try:
-            blocks = decoder_layers(model)
-            for layer in layers:
-                def hook(module, args, output, layer=layer):
-                    return replace_first(output, edit(layer, first_tensor(output), state))
-                handles.append(blocks[layer].register_forward_hook(hook))
-            yield state
-        finally:
-            for h in handles:
-                h.remove()
+def _unit(v):
+    v = v.float()
+    return v / v.norm().clamp_min(1e-12)
+
+
+class _PerDevice:
+    """A tensor cached per (key, dtype, device)."""
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self.make, self.cache = make, {}
+
+    def get(self, key: Any, h) -> Any:
+        k = (key, h.dtype, h.device)
+        if k not in self.cache:
+            self.cache[k] = self.make(key).to(device=h.device, dtype=h.dtype)
+        return self.cache[k]
 
 
 @contextlib.contextmanager
 def steer(lm: Any, direction: Direction, alpha: float, layers: int | Sequence[int] | str | None = None,
-          positions: str = "all") -> Iterator[None]:
-    """Add ``alpha * direction[L]`` to the residual stream after each layer ``L`` in ``layers``
-    (default: the direction's layers; a single-layer direction can be applied at any layer).
+          tokens: str | None = None, *, broadcast: bool = False, positions: str | None = None) -> Iterator[dict]:
+    """Add ``alpha * unit(direction[L])`` at ``{direction.site_kind}.L`` for each layer in ``layers``.
 
-    ``positions``: ``"all"``, ``"prompt"`` or ``"response"`` (generated tokens under
-    KV-cached generation). ``alpha=0`` leaves outputs bit-identical.
-    """
-    if positions not in POSITIONS:
-        raise InterpError(f"unknown positions '{positions}'; valid: {', '.join(POSITIONS)}", field="positions")
-    model, layer_list = _fit(lm, direction, layers)
-    cache: dict = {}
+    Yields the record of what it does (``alpha``, ``alpha_convention``, ``site_kind``,
+    ``layers``, ``tokens``). ``alpha=0`` leaves outputs bit-identical. ``positions=`` is the
+    deprecated spelling of ``tokens``."""
+    tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
+    handle, layer_list = _fit(lm, direction, layers, broadcast)
+    adds = _PerDevice(lambda layer: float(alpha) * _unit(direction.vector(layer, broadcast=broadcast)))
+    info = {"alpha": float(alpha), "alpha_convention": ALPHA_CONVENTION, "site_kind": direction.site_kind,
+            "layers": layer_list, "tokens": tokens}
+    state_box: dict = {}
 
-    def edit(layer: int, h, state):
-        key = (layer, h.dtype, h.device)
-        if key not in cache:
-            cache[key] = (alpha * direction.vector(layer).float()).to(device=h.device, dtype=h.dtype)
-        add = cache[key]
-        mask = _position_mask(state, h.shape[1], positions, h.device)
-        if mask is None:
-            return h + add
-        return h + add * mask[None, :, None].to(h.dtype)
+    def make(layer: int):
+        def edit(h, site):
+            if alpha == 0:
+                return None
+            add = adds.get(layer, h)
+            mask = state_box["state"].token_mask(h.shape[1], tokens, h.device)
+            return h + add if mask is None else h + add * mask[None, :, None].to(h.dtype)
+        return edit
 
-    with _layer_hooks(model, layer_list, edit, positions):
-        yield
+    with hooks(handle, {f"{direction.site_kind}.{layer}": make(layer) for layer in layer_list},
+               track_positions=tokens != "all") as state:
+        state_box["state"] = state
+        yield info
+
+
+def mean_projections(lm: Any, direction: Direction, examples: Sequence[Any], layers: Sequence[int] | None = None, *,
+                     broadcast: bool = False, batch_size: int = 8, max_length: int | None = None) -> dict[int, float]:
+    """Mean projection onto ``unit(direction[L])`` of the reference ``examples``' activations at
+    ``{site_kind}.L`` over all their tokens (mean over examples of each example's token mean):
+    what ``ablate(mode="mean")`` sets the projection to."""
+    from em_interp.interp.capture import capture
+
+    handle, layer_list = _fit(lm, direction, layers, broadcast)
+    cap = capture(handle, list(examples), [f"{direction.site_kind}.{layer}" for layer in layer_list], tokens="all",
+                  batch_size=batch_size, max_length=max_length)
+    return {layer: float(cap[f"{direction.site_kind}.{layer}"] @ _unit(direction.vector(layer, broadcast=broadcast)))
+            for layer in layer_list}
 
 
 @contextlib.contextmanager
-def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str = "all",
-           positions: str = "all") -> Iterator[None]:
-    """Directional ablation: project ``direction[L]`` (unit-normalised) out of the residual
-    stream after each layer in ``layers`` (``"all"``: every layer, plus the embeddings
-    entering layer 0). A single-layer direction is used at every layer; the direction may
-    come from another model with the same d_model (cross-model transfer)."""
-    if positions not in POSITIONS:
-        raise InterpError(f"unknown positions '{positions}'; valid: {', '.join(POSITIONS)}", field="positions")
-    model, layer_list = _fit(lm, direction, layers)
-    units: dict = {}
+def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str | None = None, *,
+           mode: str = "zero", reference: Sequence[Any] | Mapping[int, float] | None = None,
+           tokens: str | None = None, broadcast: bool = False, positions: str | None = None) -> Iterator[dict]:
+    """Directional ablation at ``{direction.site_kind}.L`` for each layer (default: the direction's).
 
-    def unit(layer: int, h):
-        key = (layer, h.dtype, h.device)
-        if key not in units:
-            v = direction.vector(layer).float()
-            units[key] = (v / v.norm().clamp_min(1e-12)).to(h.device, h.dtype)
-        return units[key]
+    ``mode="zero"``: project ``unit(direction[L])`` out (``h - (h.u) u``). ``mode="mean"``:
+    set the projection to the reference set's mean projection (``h - (h.u - m_L) u``);
+    ``reference`` is a list of examples (``mean_projections`` is run on them) or
+    ``{layer: m_L}``. ``layers="all"`` on a ``resid_post`` direction in zero mode also cleans the
+    embeddings entering layer 0 (with layer 0's vector). Yields the record (``mode``,
+    ``layers``, ``site_kind``, ``tokens``, ``mean_projection``) to store beside results."""
+    tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
+    if mode not in ABLATION_MODES:
+        raise InterpError(f"unknown ablation mode '{mode}'; valid: {', '.join(ABLATION_MODES)}", field="mode")
+    handle, layer_list = _fit(lm, direction, layers, broadcast)
+    if mode == "mean":
+        if reference is None:
+            raise InterpError("mode='mean' needs reference examples (or {layer: mean projection})", field="reference")
+        means = (dict(reference) if isinstance(reference, Mapping)
+                 else mean_projections(handle, direction, reference, layer_list, broadcast=broadcast))
+        missing = [layer for layer in layer_list if layer not in means]
+        if missing:
+            raise InterpError(f"reference has no mean projection for layers {missing}", field="reference")
+    elif reference is not None:
+        raise InterpError("reference is only used with mode='mean'", field="reference")
+    else:
+        means = {}
+    units = _PerDevice(lambda layer: _unit(direction.vector(layer, broadcast=broadcast)))
+    state_box: dict = {}
 
-    def project_out(layer: int, h, state):
-        u = unit(layer, h)
-        proj = (h @ u)[..., None] * u
-        mask = _position_mask(state, h.shape[1], positions, h.device)
-        if mask is not None:
-            proj = proj * mask[None, :, None].to(h.dtype)
-        return h - proj
+    def make(layer: int):
+        m = float(means.get(layer, 0.0))
 
-    handles = []
-    with _layer_hooks(model, layer_list, project_out, positions) as state:
-        try:
-            if layers == "all":  # also clean the embeddings entering layer 0
-                def pre(module, args, kwargs):
-                    if args:
-                        return (project_out(0, args[0], state),) + tuple(args[1:]), kwargs
-                    kwargs["hidden_states"] = project_out(0, kwargs["hidden_states"], state)
-                    return args, kwargs
+        def edit(h, site):
+            u = units.get(layer, h)
+            proj = (h @ u)[..., None]
+            if m:
+                proj = proj - m
+            mask = state_box["state"].token_mask(h.shape[1], tokens, h.device)
+            if mask is not None:
+                proj = proj * mask[None, :, None].to(h.dtype)
+            return h - proj * u
+        return edit
 
-                handles.append(decoder_layers(model)[0].register_forward_pre_hook(pre, with_kwargs=True))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+    fns: dict[str, Any] = {f"{direction.site_kind}.{layer}": make(layer) for layer in layer_list}
+    if layers == "all" and direction.site_kind == "resid_post" and mode == "zero":
+        fns["resid_pre.0"] = make(0)  # also clean the embeddings entering layer 0
+    info = {"mode": mode, "layers": layer_list, "site_kind": direction.site_kind, "tokens": tokens,
+            "embeddings": "resid_pre.0" in fns, "mean_projection": {int(k): float(v) for k, v in means.items()}}
+    with hooks(handle, fns, track_positions=tokens != "all") as state:
+        state_box["state"] = state
+        yield info
 
 
 def random_direction_like(direction: Direction, seed: int = 0) -> Direction:
@@ -197,44 +185,83 @@ def random_direction_like(direction: Direction, seed: int = 0) -> Direction:
     return direction.replace(vectors=vecs, method="random", extra={"seed": seed, "like": direction.method})
 
 
-def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layers: Sequence[int],
-                   eval_fn: Callable[[Any], dict], *, positions: str = "all",
-                   out_path: str | Path | None = None) -> list[dict]:
-    """For each layer (steered alone) and alpha, run ``eval_fn(lm)`` under ``steer`` and
-    collect rows ``{layer, alpha, positions, **eval_fn(lm)}`` (``eval_fn`` returns e.g.
-    ``em_interp.eval.summarize(...)`` with ``misaligned_share``).
+@contextlib.contextmanager
+def _norm_meter(handle: ModelHandle, site: str) -> Iterator[dict]:
+    """Mean per-token L2 norm of the activation at ``site`` over everything run in the context."""
+    acc = {"sum": 0.0, "n": 0}
 
-    With ``out_path``, rows are appended to a JSONL file as they finish and rows already
-    there are skipped: an interrupted sweep resumes without repeating work.
-    """
-    n = n_layers_of(_module(lm))
-    check_layers(list(layers), n)
-    done: dict[tuple[int, float], dict] = {}
+    def read(h, _site):
+        norms = h.detach().float().norm(dim=-1)
+        acc["sum"] += float(norms.sum())
+        acc["n"] += int(norms.numel())
+
+    with hooks(handle, {site: read}):
+        yield acc
+
+
+def _read_done(path: Path | None) -> dict[tuple[str, int, float], dict]:
+    done: dict[tuple[str, int, float], dict] = {}
+    if path is None or not path.exists():
+        return done
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            done[(str(row.get("direction", "direction")), int(row["layer"]), float(row["alpha"]))] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise InterpError("corrupt sweep row", file=path, line=i) from None
+    return done
+
+
+def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layers: Sequence[int],
+                   eval_fn: Callable[[Any], dict], *, tokens: str | None = None, random_control: bool = True,
+                   random_seed: int = 0, broadcast: bool = False, out_path: str | Path | None = None,
+                   positions: str | None = None) -> list[dict]:
+    """For each layer (steered alone) and alpha, run ``eval_fn(lm)`` under ``steer`` and
+    collect rows ``{direction, layer, alpha, alpha_convention, tokens, resid_norm,
+    alpha_over_norm, **eval_fn(lm)}`` (``eval_fn`` returns e.g. ``em_interp.eval.summarize``).
+
+    ``random_control=True`` (default) adds, at each (layer, alpha), a row with
+    ``direction="random"``: the same run with ``random_direction_like(direction,
+    random_seed)`` (same norms; under the unit alpha convention the same step size), so
+    an effect can be told from "any push of this size". Its alpha=0 row is the direction's
+    (alpha=0 is an exact no-op). ``resid_norm``: the mean per-token residual norm at the
+    steered site on the evaluated text, read before the edit. With ``out_path``, rows are
+    appended to a JSONL file as they finish and rows already there are skipped."""
+    tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
+    handle = as_model(lm)
+    check_layers(list(layers), handle.n_layers)
     path = Path(out_path) if out_path is not None else None
-    if path is not None and path.exists():
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                done[(int(row["layer"]), float(row["alpha"]))] = row
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise InterpError("corrupt sweep row", file=path, line=i) from None
+    done = _read_done(path)
+    arms: list[tuple[str, Direction]] = [("direction", direction)]
+    if random_control:
+        arms.append(("random", random_direction_like(direction, seed=random_seed)))
     rows = []
     for layer in layers:
         for alpha in alphas:
-            key = (int(layer), float(alpha))
-            if key in done:
-                rows.append(done[key])
-                continue
-            with steer(lm, direction, float(alpha), layers=[layer], positions=positions):
-                result = eval_fn(lm)
-            if not isinstance(result, dict):
-                raise InterpError(f"eval_fn must return a dict, got {type(result).__name__}", field="eval_fn")
-            row = {"layer": int(layer), "alpha": float(alpha), "positions": positions, **result}
-            rows.append(row)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a") as fh:
-                    fh.write(json.dumps(row, default=float) + "\n")
+            for label, vec in arms:
+                key = (label, int(layer), float(alpha))
+                if key in done:
+                    rows.append(done[key])
+                    continue
+                if label == "random" and float(alpha) == 0.0 and ("direction", int(layer), 0.0) in done:
+                    row = {**done[("direction", int(layer), 0.0)], "direction": "random", "random_seed": random_seed}
+                else:
+                    with _norm_meter(handle, f"{vec.site_kind}.{int(layer) % handle.n_layers}") as meter:
+                        with steer(handle, vec, float(alpha), layers=[layer], tokens=tokens, broadcast=broadcast):
+                            result = eval_fn(lm)
+                    if not isinstance(result, dict):
+                        raise InterpError(f"eval_fn must return a dict, got {type(result).__name__}", field="eval_fn")
+                    norm = meter["sum"] / meter["n"] if meter["n"] else None
+                    row = {"direction": label, "layer": int(layer), "alpha": float(alpha),
+                           "alpha_convention": ALPHA_CONVENTION, "tokens": tokens, "site_kind": vec.site_kind,
+                           "resid_norm": norm, "alpha_over_norm": float(alpha) / norm if norm else None,
+                           **({"random_seed": random_seed} if label == "random" else {}), **result}
+                done[key] = row
+                rows.append(row)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with path.open("a") as fh:
+                        fh.write(json.dumps(row, default=float) + "\n")
     return rows

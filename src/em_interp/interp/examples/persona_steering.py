@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--layer", type=int, default=None, help="steering layer (default: 40%% of depth)")
-    ap.add_argument("--alphas", default="0,4,8", help="multiples of the persona direction at that layer")
+    ap.add_argument("--alphas", default="0,4,8", help="multiples of the persona direction's norm at that layer "
+                                                      "(steer gets alpha * |v| in residual units: ALPHA_CONVENTION)")
     ap.add_argument("--direction", type=Path, default=None, help="reuse a saved persona direction")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("artifacts/examples/persona_steering"))
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # for scale: the median token norm of the residual stream at that layer on the prompts
     # (a few "massive activation" tokens make the mean misleading)
-    resid = capture(lm, PROMPTS, [f"resid_post.{layer}"], reduce="none", per_example=True)
+    resid = capture(lm, PROMPTS, [f"resid_post.{layer}"], tokens="all", per_token=True)
     norm = float(torch.cat(resid.per_example[f"resid_post.{layer}"]).norm(dim=1).median())
     print(f"layer {layer}: |persona direction| = {float(d.vector(layer).norm()):.1f}, "
           f"median token |resid| = {norm:.1f}")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     convs = [[{"role": "user", "content": p}] for p in PROMPTS]
     for a in [float(x) for x in args.alphas.split(",")]:
         scale = a * float(d.vector(layer).norm())
-        with steer(lm, d, a, layers=[layer], positions="all"):
+        with steer(lm, d, scale, layers=[layer]):  # unit direction * scale = a * v
             answers = generate_answers(lm, convs, max_new_tokens=args.max_new_tokens)
         for p, ans in zip(PROMPTS, answers):
             rows.append({"layer": layer, "alpha": a, "scale": scale, "prompt": p, "answer": ans})

@@ -1,10 +1,10 @@
-"""Per-token activations of two models on the same batches, through ``em_interp.interp``.
+"""Paired forward passes and the logit lens: two models' activations on identical tokens.
 
-``paired_batches(base_lm, ft_lm, texts)`` tokenizes the texts once (``interp.iter_batches``:
+``paired_batches(base_lm, ft_lm, texts)`` tokenizes the texts once (``iter_batches``:
 chat template, right padding, explicit positions) and, for every batch, runs both models
-through an ``interp`` backend, yielding each layer's ``resid_post`` (before the final norm),
+through an interp backend, yielding each layer's ``resid_post`` (before the final norm),
 ``attn_out`` and ``mlp_out`` as ``[B, T, d]`` tensors plus the token mask to average over.
-``unembed(lm, h)`` applies the model's final norm and unembedding (the logit lens).
+``logit_lens(lm, h)`` applies the model's final norm and unembedding to residuals ``h``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from em_interp.interp import iter_batches, make_backend, parse_sites
-from em_interp.interp.sites import body_of, unwrap
-from em_interp.report.errors import ReportError
+from em_interp.errors import InterpError
+from em_interp.interp.backends import make_backend
+from em_interp.interp.inputs import iter_batches, resolve_tokens
+from em_interp.interp.sites import body_of, parse_sites, unwrap
 
 KINDS = ("resid_post", "attn_out", "mlp_out")
-TOKEN_RULES = ("all", "response")
+DIFF_TOKENS = ("all", "prompt", "response")
 
 
 @dataclass
@@ -51,24 +52,24 @@ def _on(batch: Any, device: Any) -> Any:
 
 
 def paired_batches(base_lm: Any, ft_lm: Any, texts: Sequence[Any], *, batch_size: int = 4,
-                   max_tokens: int | None = 256, tokens: str = "all", backend: str = "hf") -> Iterator[PairedBatch]:
+                   max_length: int | None = 256, tokens: str = "all", backend: str = "hf") -> Iterator[PairedBatch]:
     """Yield both models' activations on identical token batches (see the module docstring)."""
-    if tokens not in TOKEN_RULES:
-        raise ReportError(f"tokens must be one of {list(TOKEN_RULES)}, got {tokens!r}", field="tokens")
+    tokens = resolve_tokens(tokens, allowed=DIFF_TOKENS)
     n = base_lm.n_layers
     sites = parse_sites([f"{k}.{L}" for L in range(n) for k in KINDS], n)
     run_b, run_f = make_backend(base_lm, backend), make_backend(ft_lm, backend)
     for batch in iter_batches(base_lm.tokenizer, texts, batch_size=batch_size, padding_side="right",
-                              max_length=max_tokens, device=base_lm.device):
-        mask = batch.attention_mask.bool() if tokens == "all" else batch.response_mask.bool()
+                              max_length=max_length, device=base_lm.device):
+        mask = {"all": batch.attention_mask.bool(), "prompt": batch.prompt_mask,
+                "response": batch.response_mask}[tokens].bool()
         yield PairedBatch(base=_run(run_b, batch, sites, n), finetuned=_run(run_f, _on(batch, ft_lm.device), sites, n),
                           mask=mask)
 
 
-def unembed(lm: Any, h: torch.Tensor) -> torch.Tensor:
+def logit_lens(lm: Any, h: torch.Tensor) -> torch.Tensor:
     """Logit lens: the model's final norm then its unembedding, applied to residuals ``h``."""
     norm = getattr(body_of(lm.model), "norm", None)
     if norm is None:
-        raise ReportError(f"cannot find the final norm of {type(unwrap(lm.model)).__name__} (expected model.norm)")
+        raise InterpError(f"cannot find the final norm of {type(unwrap(lm.model)).__name__} (expected model.norm)")
     with torch.no_grad():
         return unwrap(lm.model).get_output_embeddings()(norm(h))
