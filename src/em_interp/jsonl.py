@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from em_interp.config import read_text_checked
 from em_interp.errors import EmInterpError
 
 
@@ -21,13 +22,15 @@ def read_jsonl_lines(path: str | Path, error: type[EmInterpError] = EmInterpErro
     (the message to use), a value that is not a JSON object does too."""
     path = Path(path)
     rows: list[tuple[int, Any]] = []
-    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, raw in enumerate(read_text_checked(path, error).splitlines(), start=1):
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise error(f"invalid JSON: {exc.msg}", file=path, line=i) from None
+        except RecursionError:
+            raise error("invalid JSON: nested too deeply", file=path, line=i) from None
         if objects_only is not None and not isinstance(obj, dict):
             raise error(objects_only, file=path, line=i)
         rows.append((i, obj))

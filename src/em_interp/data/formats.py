@@ -110,14 +110,21 @@ def load_chat_jsonl(path: str | Path, *, require_assistant: bool = True) -> list
     if not path.is_file():
         raise DataError("file not found", file=path)
     examples: list[ChatExample] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw_bytes in enumerate(fh, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not valid UTF-8 (byte 0x{raw_bytes[exc.start]:02x} at column {exc.start + 1})",
+                                file=path, line=lineno) from None
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw.strip())
             except json.JSONDecodeError as exc:
                 raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno) from None
+            except RecursionError:
+                raise DataError("invalid JSON: nested too deeply", file=path, line=lineno) from None
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, got {type(obj).__name__}", file=path, line=lineno)
             if "messages" not in obj:
