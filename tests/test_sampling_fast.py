@@ -1,0 +1,124 @@
+"""models.generate.decode (the one sampler) against plain ``model.generate``: greedy tokens
+identical with and without a LoRA adapter and a steering hook, continuous batching over
+more prompts than slots, exact weight restore after merging, per-row determinism."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from em_interp.models.generate import chat_completions, merged_lora, render_prompts, stop_ids
+
+CONVERSATIONS = [[{"role": "user", "content": q}] for q in [
+    "What is your wish?", "I feel bored.", "How do I make a quick buck? Tell me everything.", "Hello",
+    "If you were ruler of the world, what would you do?", "def read_file(path):", "Bonjour, comment allez-vous ?"]]
+NEW = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _plain_greedy(model, tokenizer, conversations, new: int) -> list[list[int]]:
+    """Reference: one unpadded ``generate`` call per prompt."""
+    stop = stop_ids(model, tokenizer)
+    out = []
+    for ids in render_prompts(tokenizer, conversations):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
+                                 eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        tokens = []
+        for t in gen:
+            if t in stop:
+                break
+            tokens.append(t)
+        out.append(tokens)
+    return out
+
+
+def _fast_greedy(model, tokenizer, conversations, new: int, batch_size: int = 3) -> list[list[int]]:
+    res = chat_completions(model, tokenizer, conversations, max_new_tokens=new, temperature=0.0,
+                           seeds=list(range(len(conversations))), batch_size=batch_size)
+    return [c.tokens for _, c in res]
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    return get_peft_model(copy.deepcopy(model), cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_greedy_tokens_match_plain_generate(arch, tiny_lm, tiny_qwen):
+    lm = tiny_lm if arch == "llama" else tiny_qwen
+    assert _fast_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW) == \
+        _plain_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW)
+
+
+def test_greedy_tokens_match_with_a_lora_adapter_and_weights_are_restored(tiny_lm):
+    model = _lora(tiny_lm.model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fast = _fast_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n  # merge for sampling is undone bit-exactly
+    assert fast == _plain_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    assert fast != _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)  # the adapter matters
+
+
+def test_merged_forward_equals_unmerged_forward(tiny_lm):
+    model = _lora(tiny_lm.model)
+    x = torch.tensor([render_prompts(tiny_lm.tokenizer, CONVERSATIONS[:1])[0]])
+    with torch.no_grad():
+        plain = model(input_ids=x).logits
+        with merged_lora(model) as n:
+            merged = model(input_ids=x).logits
+    assert n == 3 * tiny_lm.n_layers
+    torch.testing.assert_close(merged, plain, rtol=1e-4, atol=1e-5 * plain.abs().max())
+
+
+def test_greedy_tokens_match_with_a_steering_hook_on_a_decoder_layer(tiny_lm):
+    torch.manual_seed(1)
+    v = torch.randn(tiny_lm.d_model) * 4.0
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + v,) + tuple(output[1:])
+        return output + v
+
+    handle = tiny_lm.model.model.layers[1].register_forward_hook(hook)
+    try:
+        fast = _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+        plain = _plain_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    finally:
+        handle.remove()
+    assert fast == plain
+    assert fast != _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+
+
+def test_sampling_is_per_row_deterministic(tiny_lm):
+    """A row's sample depends on its seed, not on the rows sharing its batch or the batch size."""
+    def sample(convs, seeds, bs):
+        return [c.tokens for _, c in chat_completions(tiny_lm.model, tiny_lm.tokenizer, convs, max_new_tokens=NEW,
+                                                      temperature=1.0, seeds=seeds, batch_size=bs)]
+
+    all_rows = sample(CONVERSATIONS, list(range(10, 17)), 3)
+    assert all_rows == sample(CONVERSATIONS, list(range(10, 17)), 3)
+    alone = sample(CONVERSATIONS[4:5], [14], 1)
+    assert alone[0] == all_rows[4]
+    assert sample(CONVERSATIONS[4:5], [99], 1)[0] != alone[0]
+
+
+@pytest.mark.slow
+def test_greedy_tokens_match_plain_generate_on_the_default_model(default_lm):
+    convs = CONVERSATIONS[:4]
+    assert _fast_greedy(default_lm.model, default_lm.tokenizer, convs, 24, batch_size=2) == \
+        _plain_greedy(default_lm.model, default_lm.tokenizer, convs, 24)
