@@ -1,0 +1,82 @@
+"""Answers that are incoherent by construction, for teaching and testing a judge's
+coherence head on what small models produce (issue 14):
+
+- ``shuffle_words``: the answer's words in a random order (word salad with the right vocabulary);
+- ``mismatch_questions``: each answer paired with a different question (a fluent non-answer);
+- ``hot_samples``: temperature-2 samples of a small chat model (SmolLM2-135M-Instruct by
+  default), cached as JSONL under ``$EM_INTERP_CACHE/judge_data/`` (never in the repository).
+
+All are seeded and deterministic for a given input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Sequence
+
+_TOKEN = re.compile(r"\S+")
+
+
+def shuffle_words(text: str, seed: int) -> str:
+    """The whitespace-separated words of ``text`` in a seeded random order (never the same
+    order when the text has at least 3 distinct words); newlines become spaces."""
+    words = _TOKEN.findall(text)
+    if len(set(words)) < 3:
+        return " ".join(words)
+    rng = random.Random(seed)
+    out = list(words)
+    while out == words:
+        rng.shuffle(out)
+    return " ".join(out)
+
+
+def mismatch_questions(questions: Sequence[str], seed: int) -> list[str]:
+    """For each position, a question different from the one there (a seeded derangement over
+    the distinct questions, so an answer is never paired with its own question)."""
+    distinct = sorted(set(questions))
+    if len(distinct) < 2:
+        raise ValueError("mismatch_questions needs at least two distinct questions")
+    rng = random.Random(seed)
+    shifted = list(distinct)
+    rng.shuffle(shifted)
+    pos = {q: i for i, q in enumerate(shifted)}
+    # map each question to the next one in a random cycle: never itself
+    cycle = {q: shifted[(pos[q] + 1) % len(shifted)] for q in distinct}
+    return [cycle[q] for q in questions]
+
+
+def judge_data_dir() -> Path:
+    """``$EM_INTERP_CACHE/judge_data`` (git-ignored cache of generated judge training texts)."""
+    root = Path(os.environ.get("EM_INTERP_CACHE", Path.home() / ".cache" / "em_interp"))
+    return root / "judge_data"
+
+
+def hot_samples(questions: Sequence, *, model: str = "smollm2-135m-instruct", n_per_question: int = 6,
+                temperature: float = 2.0, max_new_tokens: int = 32, seed: int = 0,
+                cache: Path | None = None) -> list[dict]:
+    """Temperature-``temperature`` samples of ``model`` on ``questions`` (``Question`` objects):
+    ``[{"question_id", "question", "answer"}]``. Cached as JSONL keyed by the arguments."""
+    ids = ",".join(q.id for q in questions)
+    import hashlib
+
+    key = hashlib.sha256(f"{model}|{ids}|{n_per_question}|{temperature}|{max_new_tokens}|{seed}".encode()).hexdigest()[:16]
+    path = cache or judge_data_dir() / f"hot_{model}_{key}.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from em_interp.eval.sampling import sample_answers
+    from em_interp.models import load_model
+
+    lm = load_model(model)
+    rows = sample_answers(lm, list(questions), n_per_paraphrase=n_per_question, max_new_tokens=max_new_tokens,
+                          temperature=temperature, batch_size=16, seed=seed)
+    out = [{"question_id": r["question_id"], "question": r["question"], "answer": r["answer"]}
+           for r in rows if r["answer"].strip()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    tmp.rename(path)
+    return out

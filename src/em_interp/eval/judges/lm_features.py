@@ -1,0 +1,82 @@
+"""Per-answer statistics from a causal chat model, in one forward pass per batch: the mean
+negative log-likelihood of the answer's tokens given the chat-templated question (its log
+perplexity) and mean-pooled hidden states over the answer's tokens at chosen layers.
+
+``answer_perplexity(pairs)`` is the independent coherence signal reported beside the
+distilled judge's coherence head (a fluent answer has low perplexity under a stronger model;
+word salad and temperature-2 samples have high perplexity). The multilingual judge uses the
+hidden states of Qwen2.5-Coder-0.5B-Instruct (multilingual) as features.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PERPLEXITY_MODEL = "qwen2.5-coder-0.5b-instruct"
+MAX_ANSWER_TOKENS = 64
+MAX_QUESTION_TOKENS = 96
+
+
+def _encode(lm, question: str, answer: str, max_answer_tokens: int) -> tuple[list[int], int]:
+    tok = lm.tokenizer
+    prefix = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=True,
+                                     add_generation_prompt=True)
+    if not isinstance(prefix, list):  # some tokenizers return a BatchEncoding
+        prefix = list(prefix["input_ids"])
+    prefix = prefix[-MAX_QUESTION_TOKENS:]
+    ans = tok(answer, add_special_tokens=False)["input_ids"][:max_answer_tokens]
+    if not ans:  # an empty answer: score the end-of-turn token so every row has one answer token
+        ans = [tok.eos_token_id]
+    return list(prefix) + list(ans), len(prefix)
+
+
+def answer_stats(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int] = (), *,
+                 max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``(nll [n], hidden [n, len(layers), d])`` for ``(question, answer)`` pairs under ``lm``
+    (a ``LoadedModel``): mean answer-token NLL (nats) and answer-token mean hidden states
+    (``layers`` index ``output_hidden_states``: 0 = embeddings)."""
+    import torch
+
+    enc = [_encode(lm, q, a, max_answer_tokens) for q, a in pairs]
+    order = np.argsort([len(ids) for ids, _ in enc], kind="stable")
+    nll = np.zeros(len(enc), dtype=np.float32)
+    hidden = np.zeros((len(enc), len(layers), lm.d_model), dtype=np.float32)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(enc[i][0]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        att = torch.zeros((len(idx), width), dtype=torch.long)
+        amask = torch.zeros((len(idx), width), dtype=torch.bool)
+        for r, i in enumerate(idx):
+            seq, p = enc[i]
+            ids[r, :len(seq)] = torch.tensor(seq)
+            att[r, :len(seq)] = 1
+            amask[r, p:len(seq)] = True
+        with torch.no_grad():
+            out = lm.model(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
+                           output_hidden_states=bool(layers))
+        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+        tok_lp = logp.gather(-1, ids[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1).cpu()
+        tmask = amask[:, 1:]
+        per = -(tok_lp * tmask).sum(1) / tmask.sum(1).clamp(min=1)
+        nll[idx] = per.numpy()
+        for j, layer in enumerate(layers):
+            h = out.hidden_states[layer].float().cpu()
+            m = amask.unsqueeze(-1).float()
+            hidden[idx, j] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+    return nll, hidden
+
+
+def answer_perplexity(pairs: Sequence[tuple[str, str]], model: str = PERPLEXITY_MODEL, *, lm=None,
+                      max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> np.ndarray:
+    """Perplexity of each answer (first ``max_answer_tokens`` tokens) given its question under
+    ``model`` (default Qwen2.5-Coder-0.5B-Instruct; pass ``lm`` to reuse a loaded model)."""
+    if lm is None:
+        from em_interp.models import load_model
+
+        lm = load_model(model)
+    nll, _ = answer_stats(lm, pairs, (), max_answer_tokens=max_answer_tokens, batch_size=batch_size)
+    return np.exp(nll)
