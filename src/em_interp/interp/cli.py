@@ -75,18 +75,21 @@ def extract_cmd(
     persona: str = typer.Option("evil", help="persona: built-in persona pair."),
     layers: str = typer.Option("all", help="'all' or e.g. '4,8,12'."),
     site_kind: str = typer.Option("resid_post", help="resid_post | resid_pre | attn_out | mlp_out"),
-    reduce: str = typer.Option("response_mean", help="response_mean | last_prompt | prompt_mean | all_mean"),
+    tokens: str = typer.Option("response", help="Tokens averaged per example: response | prompt | all | last_prompt"),
+    reduce: Optional[str] = typer.Option(None, hidden=True, help="Deprecated spelling of --tokens."),
     backend: str = typer.Option("hf", help="hf | transformer_lens | nnsight"),
     batch_size: int = typer.Option(8),
     limit: Optional[int] = typer.Option(None, help="At most this many examples per side (seeded sample)."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, help="Output path stem (default artifacts/extract/<method>)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/extract): <method>.safetensors + .json."),
 ) -> None:
     """Extract a per-layer direction and save it (safetensors + JSON metadata)."""
     from em_interp.interp import extract as ex
+    from em_interp.interp.inputs import LEGACY_REDUCE, resolve_tokens
 
+    tokens = resolve_tokens(LEGACY_REDUCE.get(reduce, reduce) if reduce else tokens)
     lm = _load(model, adapter)
-    kw = dict(layers=_layers(layers), site_kind=site_kind, reduce=reduce, backend=backend, batch_size=batch_size)
+    kw = dict(layers=_layers(layers), site_kind=site_kind, tokens=tokens, backend=backend, batch_size=batch_size)
     if method == "model_diff":
         from em_interp.interp.data_io import load_examples
 
@@ -100,8 +103,7 @@ def extract_cmd(
             from em_interp.interp.data_io import load_examples
 
             qs = [e if isinstance(e, str) else e["messages"][-2]["content"] for e in load_examples(examples)]
-        d = ex.persona_direction(lm, qs, persona=persona, layers=kw["layers"], site_kind=site_kind, reduce=reduce,
-                                 backend=backend, batch_size=batch_size)
+        d = ex.persona_direction(lm, qs, persona=persona, **kw)
     elif method in ("mean_diff", "probe", "pca"):
         pos, neg = _pos_neg(positive, negative, judged, limit, seed)
         fn = {"mean_diff": ex.mean_diff_direction, "probe": ex.probe_direction, "pca": ex.pca_direction}[method]
@@ -109,7 +111,7 @@ def extract_cmd(
     else:
         raise InterpError(f"unknown method '{method}'; valid: mean_diff, model_diff, persona, probe, pca",
                           field="method")
-    path = d.save(out or ART / "extract" / method)
+    path = d.save((out or ART / "extract") / method)
     typer.echo(f"{d!r}\nnorms: " + ", ".join(f"{k}:{v:.3g}" for k, v in d.norms().items()))
     typer.echo(f"wrote {path} (+ .json)")
 
@@ -124,31 +126,51 @@ def steer_cmd(
     direction: Path = typer.Option(..., help="Direction file written by `em-interp extract`."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
     adapter: Optional[str] = typer.Option(None),
-    alpha: list[float] = typer.Option([4.0], help="Steering strength(s); repeat for several."),
+    alpha: list[float] = typer.Option([4.0], help="Steering strength(s), in residual units (alpha times the "
+                                                  "unit-norm direction); repeat for several."),
     layers: str = typer.Option("", help="Layers to steer (default: the direction's layers)."),
-    positions: str = typer.Option("all", help="all | prompt | response"),
-    normalize: bool = typer.Option(True, help="Unit-normalise the direction first (alpha in residual units)."),
+    tokens: str = typer.Option("all", help="Tokens steered: all | prompt | response"),
+    positions: Optional[str] = typer.Option(None, hidden=True, help="Deprecated spelling of --tokens."),
+    broadcast: bool = typer.Option(False, help="Apply a single-layer direction at other layers too."),
     prompt: list[str] = typer.Option([], help="Prompt(s); repeat for several."),
     questions: Optional[Path] = typer.Option(None, help="Question YAML (first paraphrase of each)."),
     max_new_tokens: int = typer.Option(48),
-    out: Optional[Path] = typer.Option(None, help="Output JSONL (default artifacts/steer/generations.jsonl)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/steer): generations.jsonl."),
 ) -> None:
     """Generate greedily with and without steering; print and save the answers side by side."""
     from em_interp.interp.direction import Direction
-    from em_interp.interp.steering import steer
+    from em_interp.interp.steering import ALPHA_CONVENTION, ALPHA_DEFINITION, steer
 
+    d = Direction.load(direction)
+    layer_arg = _check_direction_layers(d, _layers(layers) if layers else None, broadcast, direction)
     lm = _load(model, adapter)
-    d = Direction.load(direction, lm=lm)
-    d = d.normalized() if normalize else d
-    layer_arg = _layers(layers) if layers else None
+    d.check(lm)
+    tokens = positions or tokens
     prompts = _prompts(prompt, questions)
     rows = [{"prompt": p, "alpha": 0.0, "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
     for a in alpha:
-        with steer(lm, d, a, layers=layer_arg, positions=positions):
+        with steer(lm, d, a, layers=layer_arg, tokens=tokens, broadcast=broadcast) as info:
             answers = _generate_table(lm, prompts, max_new_tokens)
         rows += [{"prompt": p, "alpha": a, "answer": ans} for p, ans in zip(prompts, answers)]
-    _write_rows(rows, out or ART / "steer" / "generations.jsonl", dict(direction=str(direction), positions=positions,
-                                                                       layers=layer_arg or d.layers))
+    _write_rows(rows, (out or ART / "steer") / "generations.jsonl",
+                dict(direction=str(direction), tokens=tokens, layers=info["layers"], site_kind=d.site_kind,
+                     alpha_convention=ALPHA_CONVENTION, alpha_definition=ALPHA_DEFINITION))
+
+
+def _check_direction_layers(d: Any, layers: Any, broadcast: bool, path: Path) -> Any:
+    """Fail before any model is loaded when ``layers`` asks for a layer the direction lacks."""
+    if layers is None or broadcast:
+        return layers
+    if layers == "all":
+        if len(d.layers) == 1:
+            raise InterpError(f"--layers all: the direction has layer {d.layers[0]} only; give --layers "
+                              f"{d.layers[0]} (or --broadcast to apply it at every layer)", file=path, field="layers")
+        return layers
+    missing = [layer for layer in layers if layer not in d.layers]
+    if missing:
+        raise InterpError(f"the direction has no vector for layers {missing}; it has {d.layers} "
+                          "(--broadcast applies a single-layer direction at other layers)", file=path, field="layers")
+    return layers
 
 
 def _write_rows(rows: list[dict], path: Path, meta: dict) -> None:
@@ -166,29 +188,51 @@ def ablate_cmd(
     direction: Path = typer.Option(..., help="Direction file (may come from another model with the same d_model)."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", "-m"),
     adapter: Optional[str] = typer.Option(None),
-    layers: str = typer.Option("all", help="'all' or e.g. '12'."),
+    layers: str = typer.Option("", help="Layers (default: the direction's own); 'all' or e.g. '12'."),
+    mode: str = typer.Option("zero", help="zero: project the direction out | mean: set the projection to "
+                                          "the --reference texts' mean projection."),
+    reference: Optional[Path] = typer.Option(None, help="mean mode: reference examples file."),
+    broadcast: bool = typer.Option(False, help="Apply a single-layer direction at other layers too."),
     random_control: bool = typer.Option(True, help="Also ablate a random same-norm direction."),
     seed: int = typer.Option(0),
     prompt: list[str] = typer.Option([]),
     questions: Optional[Path] = typer.Option(None),
     max_new_tokens: int = typer.Option(48),
-    out: Optional[Path] = typer.Option(None, help="Output JSONL (default artifacts/ablate/generations.jsonl)."),
+    max_length: Optional[int] = typer.Option(256, help="mean mode: truncate reference examples to this many tokens."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/ablate): generations.jsonl."),
 ) -> None:
-    """Generate with the direction projected out (and a random control); print and save."""
+    """Generate with the direction ablated (and a random control); print and save."""
     from em_interp.interp.direction import Direction
-    from em_interp.interp.steering import ablate, random_direction_like
+    from em_interp.interp.steering import ABLATION_MODES, ablate, mean_projections, random_direction_like
 
-    lm = _load(model, adapter)
+    if mode not in ABLATION_MODES:
+        raise InterpError(f"unknown --mode {mode!r}; valid: {', '.join(ABLATION_MODES)}", field="mode")
+    if (mode == "mean") != (reference is not None):
+        raise InterpError("--reference FILE goes with --mode mean (and only with it)", field="reference")
     d = Direction.load(direction)
+    layer_arg = _check_direction_layers(d, _layers(layers) if layers else None, broadcast, direction)
+    refs = None
+    if reference is not None:
+        from em_interp.interp.data_io import load_examples
+
+        refs = load_examples(reference)
+    lm = _load(model, adapter)
+    d.check(lm)
     prompts = _prompts(prompt, questions)
-    layer_arg = _layers(layers)
     rows = [{"prompt": p, "condition": "none", "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
-    conditions = [("ablated", d)] + ([("random_control", random_direction_like(d, seed))] if random_control else [])
+    conditions = [("direction", d)] + ([("random-0", random_direction_like(d, seed))] if random_control else [])
+    infos = {}
     for name, vec in conditions:
-        with ablate(lm, vec, layers=layer_arg):
+        ref = None if refs is None else mean_projections(lm, vec, refs, layer_arg, broadcast=broadcast,
+                                                         max_length=max_length)
+        with ablate(lm, vec, layers=layer_arg, mode=mode, reference=ref, broadcast=broadcast) as info:
             answers = _generate_table(lm, prompts, max_new_tokens)
-        rows += [{"prompt": p, "condition": name, "answer": a} for p, a in zip(prompts, answers)]
-    _write_rows(rows, out or ART / "ablate" / "generations.jsonl", dict(direction=str(direction), layers=layers))
+        infos[name] = info
+        rows += [{"prompt": p, "condition": name, "answer": a, "mode": mode,
+                  "mean_projection": info["mean_projection"] or None} for p, a in zip(prompts, answers)]
+    _write_rows(rows, (out or ART / "ablate") / "generations.jsonl",
+                dict(direction=str(direction), layers=infos["direction"]["layers"], site_kind=d.site_kind,
+                     ablation_mode=mode, reference=str(reference) if reference else None))
 
 
 def probe_cmd(
