@@ -157,12 +157,9 @@ def test_steering_vectors_round_trip_and_identical_edits(tiny_lm, direction):
     with steer(tiny_lm, direction, 6.0):
         ours_logits = run_with_cache(tiny_lm, ids).logits
         ours_tokens = _greedy(tiny_lm.model, ids)
-    handle = sv.apply(tiny_lm.model, multiplier=6.0)
-    try:
+    with sv.apply(tiny_lm.model, multiplier=6.0):
         theirs_logits = run_with_cache(tiny_lm, ids).logits
         theirs_tokens = _greedy(tiny_lm.model, ids)
-    finally:
-        handle.remove()
     _close(theirs_logits, ours_logits)
     assert torch.equal(theirs_tokens, ours_tokens)
     assert not torch.equal(ours_tokens, _greedy(tiny_lm.model, ids))  # steering changed the answer
