@@ -19,7 +19,6 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from em_interp.errors import InterpError
-from em_interp.interp.sites import d_model_of, n_layers_of
 
 FORMAT_VERSION = 1
 
@@ -179,9 +178,11 @@ class Direction:
 
     # --- model checks and I/O -----------------------------------------------------------
     def check(self, model: Any) -> None:
-        """Raise ``InterpError`` if this direction does not fit ``model`` (HF module or LoadedModel)."""
-        model = getattr(model, "model", model) if hasattr(model, "tokenizer") else model
-        d, n = d_model_of(model), n_layers_of(model)
+        """Raise ``InterpError`` if this direction does not fit ``model`` (anything ``as_model`` takes)."""
+        from em_interp.interp.handles import as_model
+
+        handle = as_model(model)
+        d, n = handle.d_model, handle.n_layers
         if d != self.d_model:
             raise InterpError(f"direction has d_model {self.d_model} but the model has d_model {d}", field="d_model")
         bad = [layer for layer in self.layers if not 0 <= layer < n]
