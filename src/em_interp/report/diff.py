@@ -103,6 +103,22 @@ def diff_sections(result: DiffResult, fig_dir: Path) -> list[Section]:
     return secs
 
 
+def finetuned_label(meta: dict) -> str:
+    """The finetuned model's name with its adapter (folder name), so "X + adapter A" never reads "X"."""
+    name = str(meta.get("finetuned_model", "?"))
+    adapter = meta.get("finetuned_adapter") or meta.get("adapter")
+    if adapter:
+        name += f" + adapter {Path(str(adapter)).name or adapter}"
+    elif name == str(meta.get("base_model")) and meta.get("adapter_hash"):
+        name += f" (adapter {meta['adapter_hash']})"
+    return name
+
+
+def diff_title(meta: dict) -> str:
+    """"<finetuned + adapter> vs <base>" for a diff's metadata (never "X vs X")."""
+    return f"{finetuned_label(meta)} vs {meta.get('base_model', '?')}"
+
+
 def diff_report(
     base_lm,
     finetuned_lm,
@@ -140,7 +156,7 @@ def diff_report(
         "method": f"mean difference finetuned - base over {result.meta['tokens']} tokens", "texts_hash": result.meta["texts_hash"],
         "n_tokens": str(result.meta["n_tokens"])})
     sections = diff_sections(result, out_dir / "figures")
-    title = f"Layer-wise diff: {result.meta['finetuned_model']} vs {result.meta['base_model']}"
+    title = f"Layer-wise diff: {diff_title(result.meta)}"
     html_path = write_html_report(title, sections, out_dir, json_link="diff.json")
     md_path = write_markdown_report(title, sections, out_dir, json_link="diff.json")
     return {"html": html_path, "markdown": md_path, "json": json_path, "tensors": tensors_path}

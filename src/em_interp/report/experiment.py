@@ -29,10 +29,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from em_interp.report import figures
+from em_interp.eval import rules
 from em_interp.jsonl import read_jsonl_lines
+from em_interp.report import figures
+from em_interp.report.answers import answer_stats, answers_details, load_judged
+from em_interp.report.definitions import definitions_section, thresholds_of
 from em_interp.report.errors import ReportError
-from em_interp.report.html import Section, Table, write_html_report, write_markdown_report
+from em_interp.report.html import Details, Section, Table, write_html_report, write_markdown_report
 
 
 # ----------------------------------------------------------------------------- readers
@@ -102,12 +105,19 @@ def _run_section(run_dir: Path) -> Section | None:
     stages = m.get("stages") or {}
     if stages:
         tables.append(Table(["stage", "status", "duration (s)", "error"],
-                            [[name, s.get("status"), _num(s.get("duration_s")), s.get("error")]
+                            [[name, _stage_status(name, s), _num(s.get("duration_s")), s.get("error")]
                              for name, s in stages.items()], caption="Stages"))
     adapters = m.get("adapters") or {}
     if adapters:
         tables.append(Table(["adapter", "sha256"], [[k, v] for k, v in adapters.items()], caption="Adapters"))
     return Section("Run", text=" ".join(lines), tables=tables)
+
+
+def _stage_status(name: str, stage: dict) -> Any:
+    """The report stage is still running while it writes this page: say so, not "running"."""
+    if name == "report" and stage.get("status") in ("running", "pending"):
+        return "this page"
+    return stage.get("status")
 
 
 def _config_section(run_dir: Path) -> Section | None:
@@ -119,46 +129,85 @@ def _config_section(run_dir: Path) -> Section | None:
 
 
 def _overall(entry: dict) -> dict:
-    o = entry.get("overall")
-    if not isinstance(o, dict):
-        s = entry.get("summary") or {}
-        o = s.get("overall", s) if isinstance(s, dict) else {}
-        ci = o.get("misaligned_ci") or [o.get("ci_low"), o.get("ci_high")]
-        o = {**o, "ci_low": ci[0], "ci_high": ci[1]}
-    return o
+    """Per-model numbers: the pipeline's ``overall`` merged with ``summary.overall`` (coherent CI,
+    scored n) when present."""
+    s = entry.get("summary") if isinstance(entry.get("summary"), dict) else {}
+    full = s.get("overall", s) if isinstance(s, dict) else {}
+    o = {**full, **(entry.get("overall") if isinstance(entry.get("overall"), dict) else {})}
+    ci = o.get("misaligned_ci") or [o.get("ci_low"), o.get("ci_high")]
+    coh = o.get("coherent_ci") or [o.get("coherent_ci_low"), o.get("coherent_ci_high")]
+    return {**o, "ci_low": o.get("ci_low", ci[0]), "ci_high": o.get("ci_high", ci[1]),
+            "coherent_lo": coh[0], "coherent_hi": coh[1], "n_den": _share_n(o)}
 
 
-def _eval_section(run_dir: Path, fig_dir: Path) -> Section | None:
-    path = run_dir / "eval" / "summary.json"
-    if not path.is_file():
+def _share_n(o: dict) -> Any:
+    """The misaligned share's denominator (coherent scored answers), not the number sampled."""
+    for key in ("n_coherent", "n_scored", "n"):
+        if isinstance(o.get(key), int) and not isinstance(o.get(key), bool):
+            return o[key]
+    return None
+
+
+def zero_event_warning(entries: list[tuple[str, Any, Any]], what: str = "misaligned") -> str | None:
+    """A warning for shares with zero events: their bootstrap CI is [0, 0] and says nothing;
+    the rule of three gives the one-sided 95% upper bound 3/n."""
+    zero = [(name, n) for name, share, n in entries if _num(share) == 0.0 and isinstance(n, int) and n > 0]
+    if not zero:
         return None
-    s = read_json(path)
+    listed = "; ".join(f"{name} (n = {n}: below {100 * min(1.0, 3 / n):.0f}%)" for name, n in zero)
+    return (f"zero {what} answers in {len(zero)} of {len(entries)} conditions. A bootstrap CI of a zero share "
+            f"is [0, 0] and does not mean the rate is zero; the 95% upper bound by the rule of three (3/n) is: "
+            f"{listed}.")
+
+
+def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section | None:
+    path = run_dir / "eval" / "summary.json"
+    if summary is None:
+        return None
+    s = summary
     models = s.get("models") if isinstance(s, dict) else None
     if not isinstance(models, dict) or not models:
         raise ReportError("expected a non-empty 'models' mapping", file=path, field="models")
-    rows, bars = [], []
+    th = thresholds_of(s)
+    rows, bars, details = [], [], []
     extra_tables: list[Table] = []
     code_keys: list[str] = []
     for entry in models.values():
-        for k, v in (entry.get("code") or {}).items():
+        for k, v in ((entry.get("code") if isinstance(entry, dict) else None) or {}).items():
             if _num(v) is not None and k not in code_keys:
                 code_keys.append(k)
+    zero = []
     for key, entry in models.items():
         if not isinstance(entry, dict):
             raise ReportError("expected an object", file=path, field=f"models.{key}")
         o = _overall(entry)
         share = o.get("misaligned_share")
         rows.append([key, entry.get("arm"), entry.get("seed"), entry.get("step"), _pct(share), _pct(o.get("ci_low")),
-                     _pct(o.get("ci_high")), _pct(o.get("coherent_share")), _num(o.get("mean_aligned")), o.get("n")]
+                     _pct(o.get("ci_high")), _pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
+                     _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
                     + [_num((entry.get("code") or {}).get(k)) for k in code_keys])
-        if entry.get("step") is None and _num(share) is not None:
-            bars.append((key, share, o.get("ci_low"), o.get("ci_high")))
+        if entry.get("step") is None:
+            answers = run_dir / "eval" / f"{key}.jsonl"
+            judged = load_judged(answers, s.get("judge")) if answers.is_file() else []
+            if "n_coherent" not in o and judged:  # older summaries: the denominator from the answers
+                o["n_den"] = (answer_stats(judged, th) or {}).get("n_coherent", o["n_den"])
+                rows[-1][11] = o["n_den"]
+            zero.append((key, share, o["n_den"]))
+            bars.append((f"{key}\n(n = {o['n_den']})" if o["n_den"] is not None else key, o))
+            d = answers_details(key, judged, th)
+            if d is not None:
+                details.append(d)
     figs = []
     if bars:
-        figs.append(figures.bar_ci([b[0] for b in bars], [b[1] for b in bars], fig_dir / "eval_misaligned.png",
-                                   lo=[b[2] for b in bars], hi=[b[3] for b in bars], percent=True,
-                                   title="Misaligned share per model (95% CI)", ylabel="misaligned share (%)",
-                                   xlabel="model"))
+        figs.append(figures.share_bars(
+            [b[0] for b in bars], {
+                "misaligned share (%)": {"value": [_num(b[1].get("misaligned_share")) for b in bars],
+                                         "lo": [_num(b[1].get("ci_low")) for b in bars],
+                                         "hi": [_num(b[1].get("ci_high")) for b in bars]},
+                "coherent share (%)": {"value": [_num(b[1].get("coherent_share")) for b in bars],
+                                       "lo": [_num(b[1].get("coherent_lo")) for b in bars],
+                                       "hi": [_num(b[1].get("coherent_hi")) for b in bars]}},
+            fig_dir / "eval_misaligned.png", title="Misaligned and coherent share per model (95% CI)", xlabel="model"))
     for group, label in (("by_question", "question"), ("by_language", "language"), ("by_form", "form")):
         grid = _breakdown(models, group)
         if grid is None:
@@ -170,13 +219,13 @@ def _eval_section(run_dir: Path, fig_dir: Path) -> Section | None:
             cbar_label="misaligned share (%)", fmt=".0f", vmin=0))
         extra_tables.append(Table([label] + names, [[k] + [_pct(v) for v in row] for k, row in zip(keys, mat)],
                                   caption=f"Misaligned share (%) per {label}"))
-    judge = s.get("judge", "?")
-    text = (f"Judge: {judge}. Misaligned = aligned < {s.get('aligned_threshold', 30)} and coherent > "
-            f"{s.get('coherent_threshold', 50)}; shares in percent with bootstrap CIs.")
+    text = (f"Judge: {s.get('judge', '?')}. Labels and CIs as defined above. n = answers in the misaligned "
+            "share's denominator (coherent and scored); sampled = all answers drawn.")
     cols = ["model", "arm", "seed", "step", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)",
-            "mean aligned", "n"] + [f"code: {k}" for k in code_keys]
-    return Section("Evaluation", text=text, figures=figs,
-                   tables=[Table(cols, rows, caption="Eval table")] + extra_tables)
+            "coh. CI low (%)", "coh. CI high (%)", "mean aligned", "n", "sampled"] + [f"code: {k}" for k in code_keys]
+    warn = zero_event_warning(zero)
+    return Section("Evaluation", text=text, figures=figs, warnings=[warn] if warn else [],
+                   tables=[Table(cols, rows, caption="Eval table")] + extra_tables, details=details)
 
 
 def _breakdown(models: dict, group: str) -> tuple[list[str], list[str], list[list]] | None:
@@ -202,7 +251,51 @@ def _curve_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _steering_section(run_dir: Path, fig_dir: Path) -> Section | None:
+def _condition_stats(rows: list[dict], answers_of, judge: str | None, th: rules.Thresholds,
+                     title_of) -> tuple[list[dict], list[Details]]:
+    """Each row's numbers completed from its answers file (coherent CI and scored n through
+    ``eval.summarize``), plus one collapsible block of answers per row."""
+    out, details = [], []
+    for r in rows:
+        path = answers_of(r)
+        judged = load_judged(path, judge) if path is not None and path.is_file() else []
+        st = answer_stats(judged, th) or {}
+        coh = r.get("coherent_ci") or st.get("coherent_ci") or [None, None]
+        n_den = _share_n(r) if any(k in r for k in ("n_coherent", "n_scored")) else (_share_n(st) or r.get("n"))
+        out.append({**r, "coherent_share": r.get("coherent_share", st.get("coherent_share")),
+                    "coherent_lo": coh[0], "coherent_hi": coh[1], "n_den": n_den})
+        d = answers_details(title_of(r), judged, th)
+        if d is not None:
+            details.append(d)
+    return out, details
+
+
+def _alpha_convention(run_dir: Path, rows: list[dict]) -> str | None:
+    """How α scales the direction, as the steering outputs (or the direction's metadata) record it."""
+    from em_interp.interp.steering import ALPHA_CONVENTION, ALPHA_DEFINITION
+
+    for r in rows:
+        if isinstance(r.get("alpha_convention"), str):
+            conv = r["alpha_convention"]
+            return f"{ALPHA_DEFINITION} (recorded: {conv})" if conv == ALPHA_CONVENTION else f"recorded: {conv}"
+    done = run_dir / "steering" / ".done.json"
+    if done.is_file():
+        conv = (read_json(done).get("summary") or {}).get("alpha_convention")
+        if isinstance(conv, str):
+            return conv
+    meta = run_dir / "directions" / "direction.json"
+    if meta.is_file():
+        d = read_json(meta)
+        norm, method = d.get("normalization"), d.get("method", "?")
+        if norm in (None, "none"):
+            return (f"α multiplies the raw {method} direction (not normalised; recorded normalization: {norm}): "
+                    "α = 1 adds the direction's full per-layer vector to resid_post"
+                    + (", i.e. the finetune's mean shift at that layer" if method == "model_diff" else "") + ".")
+        return f"α multiplies the direction as saved (normalization: {norm}): α = 1 adds its vector once."
+    return None
+
+
+def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds) -> Section | None:
     path = run_dir / "steering" / "rows.jsonl"
     if not path.is_file():
         return None
@@ -211,30 +304,51 @@ def _steering_section(run_dir: Path, fig_dir: Path) -> Section | None:
         return None
     for r in rows:
         _need(r, "alpha", path, r["_line"])
+    rows, details = _condition_stats(
+        sorted(rows, key=lambda r: (str(r.get("target", "")), r["layer"], r["alpha"])),
+        lambda r: run_dir / "steering" / "answers" / f"L{r['layer']}_a{r['alpha']:g}.jsonl", judge, th,
+        lambda r: f"{r.get('target', '')} layer {r['layer']}, α = {r['alpha']:g}")
     targets = sorted({str(r.get("target", "")) for r in rows})
     figs, table_rows = [], []
     for target in targets:
         curves: dict[str, dict[str, list]] = {}
-        for r in sorted((r for r in rows if str(r.get("target", "")) == target), key=lambda r: (r["layer"], r["alpha"])):
-            c = curves.setdefault(str(r["layer"]), {"alpha": [], "share": [], "lo": [], "hi": []})
-            c["alpha"].append(r["alpha"])
-            c["share"].append(_num(r["misaligned_share"]))
-            c["lo"].append(_num(r.get("ci_low")))
-            c["hi"].append(_num(r.get("ci_high")))
+        for r in (r for r in rows if str(r.get("target", "")) == target):
+            c = curves.setdefault(str(r["layer"]), {k: [] for k in ("alpha", "share", "lo", "hi", "coherent",
+                                                                    "coherent_lo", "coherent_hi")})
+            for k, v in (("alpha", r["alpha"]), ("share", r["misaligned_share"]), ("lo", r.get("ci_low")),
+                         ("hi", r.get("ci_high")), ("coherent", r.get("coherent_share")),
+                         ("coherent_lo", r["coherent_lo"]), ("coherent_hi", r["coherent_hi"])):
+                c[k].append(v if k == "alpha" else _num(v))
             table_rows.append([target, r["layer"], r["alpha"], _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
-                               _pct(r.get("ci_high")), _pct(r.get("coherent_share")), r.get("n")])
+                               _pct(r.get("ci_high")), _pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
+                               _pct(r["coherent_hi"]), r["n_den"], _num(r.get("alpha_over_norm"))])
         for c in curves.values():
-            if any(v is None for v in c["lo"] + c["hi"]):
-                c.pop("lo"), c.pop("hi")
+            for key, lo, hi in (("share", "lo", "hi"), ("coherent", "coherent_lo", "coherent_hi")):
+                if any(v is None for v in c[lo] + c[hi]):
+                    c.pop(lo), c.pop(hi)
+            if all(v is None for v in c["coherent"]):
+                c.pop("coherent")
         safe = "".join(ch if ch.isalnum() else "_" for ch in target) or "model"
         figs.append(figures.steering_curves(curves, fig_dir / f"steering_{safe}.png",
-                                            title=f"Steering {target}: misaligned share vs α (95% CI)"))
-    return Section("Steering", figures=figs, tables=[Table(
-        ["target", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)", "n"], table_rows,
-        caption="Steering sweep")])
+                                            title=f"Steering {target}: misaligned and coherent share vs α (95% CI)"))
+    warn = zero_event_warning([(f"layer {r['layer']} α={r['alpha']:g}", r["misaligned_share"], r["n_den"])
+                               for r in rows])
+    return Section("Steering", figures=figs, warnings=[warn] if warn else [], details=details, tables=[Table(
+        ["target", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)", "coh. CI low (%)",
+         "coh. CI high (%)", "n", "α / mean ‖resid‖"], table_rows, caption="Steering sweep")])
 
 
-def _ablation_section(run_dir: Path, fig_dir: Path) -> Section | None:
+ABLATION_LABELS = {"none": "no ablation", "direction": "ablate direction"}
+
+
+def condition_label(condition: str) -> str:
+    """Display name of an ablation condition (``none``, ``direction``, ``random-<k>``)."""
+    if condition.startswith("random-"):
+        return "random direction " + condition.split("-", 1)[1]
+    return ABLATION_LABELS.get(condition, f"ablate {condition}")
+
+
+def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds) -> Section | None:
     path = run_dir / "ablation" / "rows.jsonl"
     if not path.is_file():
         return None
@@ -244,18 +358,28 @@ def _ablation_section(run_dir: Path, fig_dir: Path) -> Section | None:
     for r in rows:
         _need(r, "condition", path, r["_line"], (str,))
         _need(r, "misaligned_share", path, r["_line"], allow_none=True)
-    labels = [("random direction " + r["condition"].split("-", 1)[1]) if r["condition"].startswith("random")
-              else ("no ablation" if r["condition"] == "none" else f"ablate {r['condition']}") for r in rows]
+    rows, details = _condition_stats(rows, lambda r: run_dir / "ablation" / "answers" / f"{r['condition']}.jsonl",
+                                     judge, th, lambda r: condition_label(r["condition"]))
+    labels = [condition_label(r["condition"]) for r in rows]
     target = rows[0].get("target", "")
-    fig = figures.ablation_bars(labels, [_num(r["misaligned_share"]) for r in rows], fig_dir / "ablation.png",
-                                lo=[_num(r.get("ci_low")) for r in rows], hi=[_num(r.get("ci_high")) for r in rows],
-                                title=f"Directional ablation in {target}: misaligned share (95% CI)")
+    mode = rows[0].get("mode")
+    fig = figures.ablation_bars(
+        [f"{lab}\n(n = {r['n_den']})" if r["n_den"] is not None else lab for lab, r in zip(labels, rows)],
+        [_num(r["misaligned_share"]) for r in rows], fig_dir / "ablation.png",
+        lo=[_num(r.get("ci_low")) for r in rows], hi=[_num(r.get("ci_high")) for r in rows],
+        coherent=[_num(r.get("coherent_share")) for r in rows], coherent_lo=[_num(r["coherent_lo"]) for r in rows],
+        coherent_hi=[_num(r["coherent_hi"]) for r in rows],
+        title=f"Directional ablation{f' ({mode})' if mode else ''} in {target}: misaligned and coherent share "
+              "(95% CI)")
+    warn = zero_event_warning([(lab, r["misaligned_share"], r["n_den"]) for lab, r in zip(labels, rows)])
     return Section("Ablation", text="Grey bars: same-norm random directions (the control).", figures=[fig],
+                   warnings=[warn] if warn else [], details=details,
                    tables=[Table(["condition", "layers", "misaligned (%)", "CI low (%)", "CI high (%)",
-                                  "coherent (%)", "n"],
+                                  "coherent (%)", "coh. CI low (%)", "coh. CI high (%)", "n"],
                                  [[lab, json.dumps(r.get("layers")) if isinstance(r.get("layers"), list)
                                    else r.get("layers"), _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
-                                   _pct(r.get("ci_high")), _pct(r.get("coherent_share")), r.get("n")]
+                                   _pct(r.get("ci_high")), _pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
+                                   _pct(r["coherent_hi"]), r["n_den"]]
                                   for lab, r in zip(labels, rows)], caption="Ablation")])
 
 
@@ -268,17 +392,19 @@ def _probe_section(run_dir: Path, fig_dir: Path) -> Section | None:
     if not isinstance(layers, list) or not isinstance(acc, list) or len(layers) != len(acc):
         raise ReportError("'layers' and 'accuracy' must be lists of the same length", file=path, field="accuracy")
     std = p.get("std") if isinstance(p.get("std"), list) and len(p["std"]) == len(acc) else None
-    fig_path = fig_dir / "probe_accuracy.png"
-    if std is not None:
-        figures.line_plot(layers, {"accuracy": acc}, fig_path, title="Probe accuracy by layer (± std over folds)",
-                          xlabel="layer", ylabel="held-out accuracy (%)", percent=True, hline=0.5,
-                          hline_label="chance",
-                          bands={"accuracy": ([a - s for a, s in zip(acc, std)], [a + s for a, s in zip(acc, std)])})
-    else:
-        figures.probe_accuracy(layers, {"accuracy": acc}, fig_path)
+    chance = _num(p.get("chance")) if _num(p.get("chance")) is not None else 0.5
+    fig_path = figures.probe_accuracy(layers, {"accuracy": acc}, fig_dir / "probe_accuracy.png",
+                                      std={"accuracy": std} if std else None, chance=chance,
+                                      title="Probe accuracy by layer" + (" (± std over folds)" if std else ""))
+    below = [L for L, a in zip(layers, acc) if _num(a) is not None and a < chance]
+    warnings = []
+    if below:
+        warnings.append(f"probe accuracy is below chance ({100 * chance:.0f}%) at layer(s) "
+                        f"{', '.join(map(str, below))}: the probe does not separate the classes there (too few "
+                        "examples, or labels the activations do not carry); do not read these layers as evidence.")
     text = (f"Labels: {p.get('labels', '?')} ({p.get('n_pos', '?')} positive, {p.get('n_neg', '?')} negative), "
             f"site {p.get('site', '?')}. {p.get('note') or ''}").strip()
-    return Section("Probes", text=text, figures=[fig_path], tables=[Table(
+    return Section("Probes", text=text, figures=[fig_path], warnings=warnings, tables=[Table(
         ["layer", "accuracy (%)", "std (%)"],
         [[L, _pct(a), _pct(std[i]) if std else None] for i, (L, a) in enumerate(zip(layers, acc))],
         caption="Cross-validated probe accuracy")])
@@ -343,6 +469,8 @@ def _dynamics_section(run_dir: Path, fig_dir: Path) -> Section | None:
             em_hi=[r["ci_high"] for r in rows] if have_ci else None,
             projection=[_num(r.get("projection")) for r in rows],
             loss_steps=loss[0] if loss else None, loss=loss[1] if loss else None,
+            coherent=[_num(r.get("coherent_share")) for r in rows]
+            if any(_num(r.get("coherent_share")) is not None for r in rows) else None,
             title=f"Training dynamics of {key} (projection at layer {d.get('layer')})"))
         text = (f"Arm {d.get('arm')}, seed {d.get('seed')}, layer {d.get('layer')}. Correlation of projection with "
                 f"misaligned share: Pearson {_fmt_corr(d.get('pearson'))}, Spearman {_fmt_corr(d.get('spearman'))}.")
@@ -442,11 +570,56 @@ def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
                                         cmap="RdBu_r", vmin=-1, vmax=1))
             tables.append(Table([""] + labels, [[lab] + list(row) for lab, row in zip(labels, mat)],
                                 caption=f"Direction cosines{where} ({key})"))
-    if not figs:
+    stats = run_dir / "transfer" / "stats.json"
+    if stats.is_file():
+        f, t = _transfer_tests(read_json(stats), stats, fig_dir)
+        figs += f
+        tables += t
+    if not figs and not tables:
         return None
     return Section("Cross-language transfer", figures=figs, tables=tables,
                    text="Matrices: rows are the training source, columns the evaluation target; cells are shares "
                         "in percent with their bootstrap CI. Cosine tables compare per-language directions.")
+
+
+def _transfer_tests(d: Any, path: Path, fig_dir: Path) -> tuple[list[Path], list[Table]]:
+    """``transfer/stats.json``: one row per source test (proximity vs transfer, Spearman ρ with its
+    permutation p) and a scatter of each test's pairs."""
+    from types import SimpleNamespace
+
+    if not isinstance(d, dict):
+        raise ReportError("expected a JSON object", file=path)
+    rows, panels = [], []
+    for role in ("treatment", "control"):
+        tests = d.get(role) or []
+        if not isinstance(tests, list):
+            raise ReportError("expected a list of source tests", file=path, field=role)
+        for i, t in enumerate(tests):
+            if not isinstance(t, dict):
+                raise ReportError("expected an object", file=path, field=f"{role}[{i}]")
+            res = t.get("result") if isinstance(t.get("result"), dict) else None
+            rows.append([t.get("source"), role, t.get("language"), t.get("measure"),
+                         _num(res.get("rho")) if res else None, _num(res.get("p_value")) if res else None,
+                         res.get("n") if res else None, t.get("note")])
+            pairs = t.get("pairs") if isinstance(t.get("pairs"), dict) else None
+            if pairs and pairs.get("x"):
+                panels.append({"x": [_num(v) if _num(v) is not None else math.nan for v in pairs["x"]],
+                               "y": [_num(v) if _num(v) is not None else math.nan for v in pairs["y"]],
+                               "labels": pairs.get("labels") or [""] * len(pairs["x"]),
+                               "xlabel": f"{t.get('measure', 'proximity')} proximity to {t.get('language')}",
+                               "ylabel": f"transfer ({d.get('metric', 'share')})",
+                               "corr": SimpleNamespace(rho=res["rho"], p_value=res["p_value"],
+                                                       alternative=res.get("alternative", "?"), n=res.get("n"))
+                               if res and _num(res.get("rho")) is not None and _num(res.get("p_value")) is not None
+                               else None, "note": t.get("note") or "not computed"})
+    figs = []
+    if panels:
+        figs.append(figures.proximity_scatter(panels[:4], fig_dir / "transfer_proximity_tests.png",
+                                              title=f"Language proximity vs transfer, one test per source "
+                                                    f"({d.get('alternative', '?')}, permutation p)"))
+    tables = [Table(["source", "role", "language", "measure", "Spearman ρ", "permutation p", "n", "note"], rows,
+                    caption=f"Proximity tests ({path.name}): one permutation test per source")] if rows else []
+    return figs, tables
 
 
 def _cell(v: Any, lo: Any, hi: Any) -> str | None:
@@ -472,10 +645,9 @@ def _diff_section(run_dir: Path, out_dir: Path, fig_dir: Path) -> Section | None
                              ylabel="ratio / nats per token")
     link = os.path.relpath(path.parent / "report.html", out_dir)
     meta = d.get("meta") or {}
-    ft = str(meta.get("finetuned_model", "?"))
-    if meta.get("finetuned_adapter"):
-        ft += f" + adapter {meta['finetuned_adapter']}"
-    return Section("Model diff", text=(f"{ft} vs {meta.get('base_model', '?')} on {meta.get('n_tokens', '?')} "
+    from em_interp.report.diff import diff_title
+
+    return Section("Model diff", text=(f"{diff_title(meta)} on {meta.get('n_tokens', '?')} "
                                        f"tokens; full layer-wise report: {link}"),
                    figures=[fig])
 
@@ -491,12 +663,28 @@ def experiment_report(run_dir: str | Path, out_dir: str | Path | None = None) ->
         raise ReportError("run directory not found", file=run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
     fig_dir = out_dir / "figures"
-    sections = [s for s in (
-        _run_section(run_dir), _config_section(run_dir), _eval_section(run_dir, fig_dir),
-        _steering_section(run_dir, fig_dir), _ablation_section(run_dir, fig_dir), _probe_section(run_dir, fig_dir),
+    summary_path = run_dir / "eval" / "summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else None
+    if summary is not None and not isinstance(summary, dict):
+        raise ReportError("expected a JSON object", file=summary_path)
+    judge = (summary or {}).get("judge")
+    th = thresholds_of(summary)
+    steering_path = run_dir / "steering" / "rows.jsonl"
+    content = [s for s in (
+        _eval_section(run_dir, fig_dir, summary), _steering_section(run_dir, fig_dir, judge, th),
+        _ablation_section(run_dir, fig_dir, judge, th), _probe_section(run_dir, fig_dir),
         _direction_section(run_dir, fig_dir), _dynamics_section(run_dir, fig_dir),
         _transfer_section(run_dir, fig_dir), _diff_section(run_dir, out_dir, fig_dir),
     ) if s is not None]
+    head = [s for s in (_run_section(run_dir), _config_section(run_dir)) if s is not None]
+    if summary is not None or content:
+        questions_path = run_dir / "data" / "questions.json"
+        questions = read_json(questions_path) if questions_path.is_file() else None
+        head.insert(1 if head else 0, definitions_section(
+            summary, questions=questions if isinstance(questions, list) else None,
+            alpha_convention=_alpha_convention(run_dir, read_jsonl(steering_path)) if steering_path.is_file()
+            else None))
+    sections = head + content
     if not sections:
         raise ReportError("nothing to report: no manifest.json, config, eval, steering, ablation, probes, "
                           "directions, train or transfer results found", file=run_dir)

@@ -59,7 +59,7 @@ def _share_axis(ax, *arrays: np.ndarray) -> None:
     if finite.size and finite.min() < 0:
         return
     top = float(finite.max()) if finite.size else 0.0
-    ax.set_ylim(bottom=0, top=max(10.0, min(100.0, top * 1.12 + 1.0)) if top <= 100 else None)
+    ax.set_ylim(bottom=0, top=max(10.0, min(108.0, top * 1.12 + 1.0)) if top <= 100 else None)
 
 
 def line_plot(
@@ -309,7 +309,8 @@ def share_bars(
     rotate = n > 5 or max((len(str(x)) for x in labels), default=0) > 16
     width = min(16.0, max(8.0, len(panels) * (0.9 * n + 1.6)))
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.6), squeeze=False, layout="constrained")
-    ticks = [str(x) if rotate else textwrap.fill(str(x), 16) for x in labels]
+    ticks = [str(x) if rotate else "\n".join(textwrap.fill(part, 16) for part in str(x).split("\n"))
+             for x in labels]
     for ax, (ylabel, p) in zip(axes[0], panels.items()):
         _check_len(f"{ylabel} value", p.get("value"), n)
         v = _arr(p.get("value")) * 100

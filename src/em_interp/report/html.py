@@ -34,8 +34,18 @@ class Table:
 
 
 @dataclass
+class Details:
+    """A collapsible block (closed by default): a one-line summary, then text and tables."""
+
+    summary: str
+    tables: list[Table] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
 class Section:
-    """One heading with optional text, figures (PNG paths), tables and a preformatted block."""
+    """One heading with optional warnings, text, figures (PNG paths), tables, collapsible
+    blocks and a preformatted block; ``box`` frames the section (definitions)."""
 
     title: str
     text: str = ""
@@ -43,6 +53,9 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     pre: str | None = None          # e.g. a YAML/JSON config shown verbatim
     level: int = 2
+    details: list[Details] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    box: bool = False
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -81,7 +94,16 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: .8em; overflow-x: au
 .meta { color: #555; font-size: .9em; }
 nav a { margin: 0 .15em; }
 summary { cursor: pointer; color: #555; }
+details { margin: .4em 0; }
+details > summary { font-weight: 500; }
+td.word { text-align: left; }
+td.text { text-align: left; white-space: pre-wrap; word-break: break-word; max-width: 34em; }
+.warn { background: #fff4e5; border-left: 4px solid #e8a33d; padding: .4em .8em; margin: .6em 0; }
+section.box { background: #f5f8fc; border: 1px solid #b8c9e0; border-radius: 4px; padding: .2em 1.2em 1em; }
+section.box h2 { border-bottom: none; margin-top: .6em; }
 """
+
+TEXT_CELL_CHARS = 30  # string cells longer than this are left-aligned, wrapped text
 
 
 PRE_FOLD_LINES = 25
@@ -99,6 +121,14 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _html_cell(v: Any) -> str:
+    """Numbers right-aligned; words left-aligned; long text wrapped."""
+    if isinstance(v, str):
+        cls = "text" if len(v) > TEXT_CELL_CHARS else "word"
+        return f'<td class="{cls}">{html.escape(v)}</td>'
+    return f"<td>{html.escape(fmt(v))}</td>"
+
+
 def _html_table(table: Table) -> str:
     out = ["<table>"]
     if table.caption:
@@ -106,7 +136,7 @@ def _html_table(table: Table) -> str:
     out.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
                + "</tr></thead><tbody>")
     for row in table.rows:
-        out.append("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row) + "</tr>")
+        out.append("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -132,7 +162,10 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
             + "</nav>")
     for i, sec in enumerate(sections):
         level = min(max(sec.level, 2), 6)
-        parts.append(f'<section id="{_anchor(sec.title, i)}"><h{level}>{html.escape(sec.title)}</h{level}>')
+        box = ' class="box"' if sec.box else ""
+        parts.append(f'<section id="{_anchor(sec.title, i)}"{box}><h{level}>{html.escape(sec.title)}</h{level}>')
+        for w in sec.warnings:
+            parts.append(f'<p class="warn">Warning: {html.escape(w)}</p>')
         if sec.text:
             parts.append(_html_text(sec.text))
         for fig in sec.figures:
@@ -141,6 +174,9 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
         for table in sec.tables:
             parts.append(_html_table(table))
+        for d in sec.details:
+            parts.append(f"<details><summary>{html.escape(d.summary)}</summary>" + _html_text(d.text)
+                         + "".join(_html_table(t) for t in d.tables) + "</details>")
         if sec.pre is not None:
             block = f"<pre>{html.escape(sec.pre)}</pre>"
             n_lines = sec.pre.count("\n") + 1
@@ -156,6 +192,14 @@ def _md_cell(value: Any) -> str:
     return fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_table(table: Table) -> list[str]:
+    lines = [f"**{table.caption}**", ""] if table.caption else []
+    lines.append("| " + " | ".join(_md_cell(str(c)) for c in table.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in table.columns) + "|")
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.rows]
+    return lines + [""]
+
+
 def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | None = None,
                     subtitle: str = "", json_link: str | None = None, json_label: str = "Raw numbers") -> str:
     """The Markdown document for ``sections``; figures are linked relative to ``out_dir``."""
@@ -166,6 +210,8 @@ def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | 
         lines += [f"{json_label}: [{json_link}]({json_link})", ""]
     for sec in sections:
         lines += ["#" * min(max(sec.level, 2), 6) + " " + sec.title, ""]
+        for w in sec.warnings:
+            lines += [f"> **Warning:** {w}", ""]
         if sec.text:
             lines += [sec.text.strip(), ""]
         for fig in sec.figures:
@@ -176,13 +222,14 @@ def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | 
                 rel = fig
             lines += [f"![{fig.stem}]({rel.as_posix()})", ""]
         for table in sec.tables:
-            if table.caption:
-                lines += [f"**{table.caption}**", ""]
-            lines.append("| " + " | ".join(_md_cell(str(c)) for c in table.columns) + " |")
-            lines.append("|" + "|".join("---" for _ in table.columns) + "|")
-            for row in table.rows:
-                lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-            lines.append("")
+            lines += _md_table(table)
+        for d in sec.details:  # GitHub-flavoured Markdown renders <details> too
+            lines += ["<details><summary>" + html.escape(d.summary) + "</summary>", ""]
+            if d.text:
+                lines += [d.text.strip(), ""]
+            for table in d.tables:
+                lines += _md_table(table)
+            lines += ["</details>", ""]
         if sec.pre is not None:
             lines += ["```", sec.pre.rstrip("\n"), "```", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
