@@ -65,20 +65,19 @@ class LoadedModel:
 
     def chat(self, messages: list[dict] | str, max_new_tokens: int = 64, temperature: float = 0.0,
              seed: int | None = 0) -> str:
-        """One reply (greedy when ``temperature == 0``). For batches use ``em_interp.eval``."""
+        """One reply (greedy when ``temperature == 0``), through the one decode loop
+        (``models.generate``); ``seed=None`` draws the seed from torch's global RNG. For batches
+        use ``em_interp.eval``."""
         import torch
 
-        ids = self.chat_ids(messages)
-        if seed is not None:
-            torch.manual_seed(seed)
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False)
-        with torch.no_grad():
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        from em_interp.models.generate import chat_completions
+
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        row_seed = seed if seed is not None else int(torch.randint(2**31 - 1, ()))
+        [(text, _)] = chat_completions(self.model, self.tokenizer, [messages], max_new_tokens=max_new_tokens,
+                                       temperature=temperature, seeds=[row_seed], batch_size=1)
+        return text
 
 
 def default_device() -> str:
