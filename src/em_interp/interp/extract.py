@@ -98,31 +98,14 @@ def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, 
 
 def generate_answers(lm: Any, conversations: Sequence[list[dict]], *, max_new_tokens: int = 48,
                      batch_size: int = 8, temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """Greedy (or sampled) answers, batched with left padding (a small local sampler, so
-    interp does not depend on the eval package)."""
-    import torch
+    """Greedy (or sampled) answers through the project's one decode loop
+    (``models.generate.chat_completions``; row ``i`` sampled with seed ``seed + i``)."""
+    from em_interp.models.generate import chat_completions
 
-    tok = lm.tokenizer
-    old_side = tok.padding_side
-    out: list[str] = []
-    try:
-        tok.padding_side = "left"
-        for b0 in range(0, len(conversations), batch_size):
-            chunk = conversations[b0:b0 + batch_size]
-            texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
-            kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
-            if temperature > 0:
-                torch.manual_seed(seed + b0)
-                kw.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            else:
-                kw.update(do_sample=False)
-            with torch.inference_mode():
-                gen = lm.model.generate(**enc, **kw)
-            out += [tok.decode(g[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for g in gen]
-    finally:
-        tok.padding_side = old_side
-    return out
+    done = chat_completions(lm.model, lm.tokenizer, list(conversations), max_new_tokens=max_new_tokens,
+                            temperature=temperature, seeds=[seed + i for i in range(len(conversations))],
+                            batch_size=batch_size)
+    return [text for text, _ in done]
 
 
 def persona_direction(lm: Any, questions: Sequence[str] | None = None, *, persona: str | tuple[str, str] = "evil",
