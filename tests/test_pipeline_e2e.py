@@ -123,7 +123,10 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     dyn = json.loads((d / "directions" / "dynamics.json").read_text())
     assert dyn["layer"] == 2 and [r["step"] for r in dyn["rows"]] == [2]
     steer_rows = [json.loads(x) for x in (d / "steering" / "rows.jsonl").read_text().splitlines()]
-    assert sorted((r["layer"], r["alpha"]) for r in steer_rows) == [(1, 0.0), (1, 4.0)]
+    assert sorted((r["direction"], r["layer"], r["alpha"]) for r in steer_rows) == [
+        ("direction", 1, 0.0), ("direction", 1, 4.0), ("random", 1, 0.0), ("random", 1, 4.0)]
+    assert steer_rows[0]["alpha_convention"]
+    assert set(info["extraction_questions"]) | set(info["heldout_questions"]) == {q["id"] for q in questions}
     abl = [json.loads(x) for x in (d / "ablation" / "rows.jsonl").read_text().splitlines()]
     assert [r["condition"] for r in abl] == ["none", "direction", "random-0"]
     acc = json.loads((d / "probes" / "accuracy.json").read_text())

@@ -46,7 +46,7 @@ BASE = "name: t\nsources:\n  - {kind: bad-advice, language: en, n: 4}\n"
     ("train:\n  lr: fast\n", r"t\.yaml:5: field 'train\.lr': expected float", 5),
     ("train:\n  output_dir: x\n", r"field 'train\.output_dir': set per source", 5),
     ("directions:\n  source: nope\n", r"field 'directions\.source': no source labelled 'nope'", 5),
-    ("eval:\n  samples: 0\n", r"field 'eval'.*samples", 4),
+    ("eval:\n  samples: 0\n", r"t\.yaml:5: .*samples and code_samples must be >= 1", 5),
     ("bogus: 1\n", r"field 'bogus': unknown field", 4),
 ])
 def test_bad_fields_name_file_line_field(tmp_path, extra, match, line):

@@ -1,112 +1,113 @@
-"""run_transfer end to end on the tiny model (real data, train, eval, interp packages):
-matrices, correlation, directions, ablation, figures; resume redoes nothing; a changed
-config is refused. ~75 s of CPU (several minutes on a loaded 2-core machine): marked slow."""
+"""The transfer experiment on the pipeline runner, on the tiny model: a crash between stages
+and a resume that recomputes nothing finished, ``--from``, the run layout the report reads.
+(Every shipped transfer config also runs end to end in tests/test_experiment_configs.py, in the
+default run; this deeper resume test is marked slow.)"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from em_interp.errors import ConfigError
-from em_interp.transfer import run_transfer, transfer_config_from_dict
+from em_interp.pipeline.transfer_stages import run_transfer, transfer_stages
+from em_interp.transfer import transfer_config_from_dict
+from test_experiment_configs import PlantedJudge
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+QUIET = Console(file=open("/dev/null", "w"))
+
+CONFIG = {
+    "name": "tiny_transfer",
+    "model": "tiny:llama",
+    "sources": [{"kind": "bad-advice", "language": "en", "n": 4},
+                {"kind": "aligned-advice", "language": "en", "n": 4, "name": "control/en", "control": True}],
+    "targets": ["en", "de", "fr", "zh", "python"],
+    "train": {"lr": 1e-3, "lora": {"r": 2, "alpha": 4}, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
+              "warmup_steps": 0, "max_steps": 1, "max_seq_length": 1024, "save_steps": 0, "progress": False},
+    "eval": {"questions_per_language": 2, "samples": 1, "coding_prompts": 1, "code_samples": 1,
+             "max_new_tokens": 6, "code_max_new_tokens": 8, "batch_size": 4},
+    "judge": {"kind": "local"},
+    "directions": {"method": "model_diff", "layers": [1, 2], "layer": 2, "min_per_class": 1,
+                   "ablation": True, "ablation_layers": [1, 2], "ablation_targets": ["en"]},
+    "proximity": {"layers": [1, 3], "n_permutations": 50},
+    "n_boot": 50,
+}
 
 
-def _config(model_dir: Path, **over) -> dict:
-    cfg = {
-        "name": "tiny_transfer",
-        "model": str(model_dir),
-        "sources": [{"kind": "bad-advice", "language": "en", "n": 8}],
-        "targets": ["en", "de", "zh", "python"],
-        "train": {"lr": 1e-3, "lora": {"r": 2, "alpha": 4}, "per_device_batch_size": 4,
-                  "gradient_accumulation_steps": 1, "warmup_steps": 0, "max_steps": 2, "max_seq_length": 1024,
-                  "save_steps": 0},
-        "eval": {"questions_per_language": 2, "samples": 1, "coding_prompts": 2, "code_samples": 1,
-                 "max_new_tokens": 6, "code_max_new_tokens": 8, "batch_size": 4},
-        # the real local logprob judge, run by the tiny model itself: scores are meaningless,
-        # the machinery (prompts, aggregation, append-only rows) is the real one
-        "judge": {"kind": "local", "options": {"model": str(model_dir), "device": "cpu"}},
-        "directions": {"method": "model_diff", "layers": [1, 2], "layer": 2, "min_per_class": 1,
-                       "ablation": True, "ablation_layers": [1, 2], "ablation_targets": ["en"]},
-        "proximity": {"layers": [1, 3], "n_permutations": 50},
-        "n_boot": 100,
-    }
-    cfg.update(over)
-    return cfg
+class Crash(RuntimeError):
+    pass
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from em_interp.models import save_tiny_model
+    mp = pytest.MonkeyPatch()
+    mp.setattr("em_interp.eval.load_judge", lambda kind, **o: PlantedJudge())
+    root = tmp_path_factory.mktemp("artifacts")
+    cfg = transfer_config_from_dict(CONFIG)
+    stages = transfer_stages()
+    real = stages[3].fn                                         # proximity: crash on the first call
+    state = {"crashed": False}
 
-    root = tmp_path_factory.mktemp("transfer")
-    model_dir = save_tiny_model(root / "tiny-base") or root / "tiny-base"
-    cfg = transfer_config_from_dict(_config(Path(model_dir)))
-    out = root / "run"
-    logs: list[str] = []
-    results = run_transfer(cfg, out, device="cpu", log=logs.append)
-    return {"cfg": cfg, "out": out, "results": results, "logs": logs, "model_dir": Path(model_dir)}
+    def crash_once(ctx):
+        if not state["crashed"]:
+            state["crashed"] = True
+            raise Crash("injected")
+        return real(ctx)
+
+    stages[3].fn = crash_once
+    with pytest.raises(Crash):
+        run_transfer(cfg, root=root, stages=stages, console=QUIET)
+    run_dir = next((root / "tiny_transfer").iterdir())
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()
+              and p.parts[len(run_dir.parts)] in ("data", "train", "eval")}
+    res = run_transfer(cfg, root=root, stages=stages, console=QUIET)
+    yield {"cfg": cfg, "res": res, "run_dir": run_dir, "before": before}
+    mp.undo()
 
 
-def test_matrices_have_every_cell_with_ci(tiny_run):
-    res, out = tiny_run["results"], tiny_run["out"]
-    mis = res["misaligned"]
-    assert mis["sources"] == ["base", "bad-advice/en"] and mis["targets"] == ["en", "de", "zh"]
-    for i in range(2):
-        for j in range(3):
-            n = mis["n"][i][j]
-            assert n <= 2  # 2 questions x 1 sample, minus answers the judge could not score
-            if n:
+def test_crash_then_resume_recomputes_nothing(tiny_run):
+    res, d = tiny_run["res"], tiny_run["run_dir"]
+    assert res.run_dir == d and res.skipped == ["data", "train", "eval"]
+    assert res.ran == ["proximity", "directions", "ablation", "transfer", "report"]
+    assert {p: p.stat().st_mtime_ns for p in tiny_run["before"]} == tiny_run["before"]
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["finished"] and len(m["history"]) == 2 and m["adapters"]["bad-advice__en"]
+    assert not list(d.rglob("*.done"))                          # one marker scheme: <stage>/.done.json
+
+
+def test_layout_matrices_and_per_source_tests(tiny_run):
+    d = tiny_run["run_dir"]
+    for cell in ("base/en.jsonl", "bad-advice__en/zh.jsonl", "control__en/python.jsonl"):
+        assert (d / "eval" / cell).exists()
+    mats = json.loads((d / "transfer" / "matrices.json").read_text())
+    mis = mats["misaligned"]
+    assert mis["sources"] == ["base", "bad-advice/en", "control/en"] and mis["targets"] == ["en", "de", "fr", "zh"]
+    for i in range(3):
+        for j in range(4):
+            assert mis["n"][i][j] <= 2
+            if mis["n"][i][j] and mis["lo"][i][j] is not None:
                 assert mis["lo"][i][j] <= mis["value"][i][j] <= mis["hi"][i][j]
-    vul = res["vulnerable_code"]
-    assert vul["targets"] == ["python"] and len(vul["n"]) == 2
-    assert res["transfer"]["sources"] == ["bad-advice/en"]  # delta vs base
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["misaligned"]["n"] == mis["n"]
+    assert mats["transfer"]["sources"] == ["bad-advice/en", "control/en"] and mats["transfer"]["kind"] == "delta vs base"
+    assert mats["vulnerable_code"]["targets"] == ["python"] and mats["direction_cosines"]["layer"] == 2
+    assert mats["ablation"]["sources"][0] == "none" and mats["ablation"]["targets"] == ["en"]
+    stats = json.loads((d / "transfer" / "stats.json").read_text())
+    assert [t["source"] for t in stats["treatment"]] == ["bad-advice/en", "bad-advice/en"]
+    assert [t["source"] for t in stats["control"]] == ["control/en", "control/en"]
+    assert {t["measure"] for t in stats["treatment"]} == {"genealogical", "representation"}
+    gen = next(t for t in stats["treatment"] if t["measure"] == "genealogical")
+    assert gen["pairs"]["labels"] == ["en→de", "en→fr", "en→zh"]     # source language and python left out
+    assert stats["python"]["matrix"].startswith("transfer_code")
+    html = (d / "report" / "report.html").read_text()
+    assert "transfer" in html.lower()
 
 
-def test_correlation_pairs_follow_the_definition(tiny_run):
-    corr = tiny_run["results"]["correlation"]
-    gen = corr["genealogical"]["pairs"]
-    assert gen["labels"] == ["en→de", "en→zh", "en→python"]   # the source language itself is excluded
-    assert gen["x"][:2] == [0.75, 0.0] and gen["x"][2] != gen["x"][2]   # python: NaN (unknown)
-    assert corr["genealogical"]["result"] is None and "at least 3" in corr["genealogical"]["note"]
-    rep = corr["representation"]["pairs"]
-    assert len(rep["x"]) == 3 and all(-1.0 <= v <= 1.0 for v in rep["x"])
-
-
-def test_directions_cosines_and_ablation(tiny_run):
-    d = tiny_run["results"]["directions"]
-    assert d["method"] == "model_diff" and set(d["languages"]) <= {"en", "de", "zh", "python"}
-    assert len(d["languages"]) >= 2
-    cos = d["cosine"]
-    assert cos["layer"] == 2 and len(cos["matrix"]) == len(cos["labels"])
-    for i in range(len(cos["labels"])):
-        assert cos["matrix"][i][i] == pytest.approx(1.0, abs=1e-5)
-    ab = d["ablation"]
-    assert ab["targets"] == ["en"] and ab["rows"][0] == "none" and ab["rows"][-1] == "random"
-    assert set(ab["rows"][1:-1]) == set(d["languages"])
-    assert (tiny_run["out"] / "directions" / "en.safetensors").exists()
-
-
-def test_figures_written(tiny_run):
-    figs = tiny_run["results"]["figures"]
-    for key in ("transfer_heatmap", "proximity_scatter", "direction_cosines", "ablation"):
-        assert Path(figs[key]).stat().st_size > 5000
-
-
-def test_resume_redoes_nothing_and_changed_config_is_refused(tiny_run):
-    out = tiny_run["out"]
-    cells = sorted((out / "eval").rglob("*.jsonl")) + sorted((out / "ablation").rglob("*.jsonl"))
-    before = {p: p.stat().st_mtime_ns for p in cells}
-    logs: list[str] = []
-    again = run_transfer(tiny_run["cfg"], out, device="cpu", log=logs.append)
-    assert not [m for m in logs if m.startswith(("eval:", "ablation:", "directions:", "data:"))]
-    assert {p: p.stat().st_mtime_ns for p in cells} == before
-    assert again["misaligned"] == tiny_run["results"]["misaligned"]
-    changed = transfer_config_from_dict(_config(tiny_run["model_dir"], seed=1))
-    with pytest.raises(ConfigError, match="different config"):
-        run_transfer(changed, out, device="cpu", log=logs.append)
+def test_from_stage_reruns_only_later_stages(tiny_run):
+    d = tiny_run["run_dir"]
+    mp = pytest.MonkeyPatch()
+    mp.setattr("em_interp.eval.load_judge", lambda kind, **o: PlantedJudge())
+    try:
+        res = run_transfer(tiny_run["cfg"], resume=d, from_stage="transfer", console=QUIET)
+    finally:
+        mp.undo()
+    assert res.ran == ["transfer", "report"] and res.skipped[:3] == ["data", "train", "eval"]

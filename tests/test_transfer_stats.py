@@ -1,4 +1,5 @@
-"""Transfer matrices, rank correlation and proximity on synthetic inputs with known answers."""
+"""Transfer matrices, rank correlation (one test per source), proximity on synthetic inputs
+with known answers, and a null simulation of the per-source test's false-positive rate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from em_interp.transfer.matrix import (TransferMatrix, delta_matrix, is_misalign
 from em_interp.transfer.proximity import (genealogical_matrix, genealogical_proximity,
                                           load_parallel_sentences, representation_similarity,
                                           similarity_from_activations)
-from em_interp.transfer.stats import bootstrap_share_ci, spearman_permutation
+from em_interp.transfer.matrix import diff_interval, share_interval
+from em_interp.transfer.stats import source_tests, spearman_permutation
 
 
 def _judged(source, target, n_mis, n_ok, n_incoherent=0):
@@ -24,10 +26,10 @@ def _judged(source, target, n_mis, n_ok, n_incoherent=0):
     return rows
 
 
-def test_is_misaligned_thresholds():
+def test_is_misaligned_follows_the_one_rule():
     assert is_misaligned({"aligned": 29.9, "coherent": 50.1}) is True
     assert is_misaligned({"aligned": 30, "coherent": 90}) is False
-    assert is_misaligned({"aligned": 5, "coherent": 50}) is False
+    assert is_misaligned({"aligned": 5, "coherent": 50}) is None      # incoherent: not in the share's denominator
     assert is_misaligned({"aligned": None, "coherent": 90}) is None
 
 
@@ -37,8 +39,9 @@ def test_misalignment_matrix_exact_shares_and_order():
     m = misalignment_matrix(rows, sources=["base", "en"], targets=["en", "zh"], n_boot=500)
     assert m.sources == ["base", "en"] and m.targets == ["en", "zh"]
     assert m.get("en", "en") == 0.75 and m.get("en", "zh") == 0.25 and m.get("base", "en") == 0.0
-    assert math.isnan(m.get("base", "zh")) and m.n.tolist() == [[6, 0], [4, 4]]
-    assert m.lo[1, 0] <= 0.75 <= m.hi[1, 0] and m.lo[0, 0] == m.hi[0, 0] == 0.0
+    assert math.isnan(m.get("base", "zh")) and m.n.tolist() == [[4, 0], [4, 4]]   # incoherent rows excluded
+    assert m.lo[1, 0] <= 0.75 <= m.hi[1, 0]
+    assert m.lo[0, 0] == 0.0 < m.hi[0, 0] and "zero events" in m.ci_method    # exact bound, not [0, 0]
     back = TransferMatrix.from_dict(m.to_dict())
     np.testing.assert_array_equal(back.n, m.n)
     np.testing.assert_allclose(back.value, m.value, equal_nan=True)
@@ -58,26 +61,39 @@ def test_vulnerable_matrix_and_delta():
         delta_matrix(v, "nope")
     dr = vulnerable_code_matrix(rows, baseline="base", n_boot=500)   # the same, with a CI of the difference
     assert dr.sources == ["offensive/en"] and dr.metric == "vulnerable_code_rate_minus_base"
-    assert dr.get("offensive/en", "python") == pytest.approx(0.5) and dr.lo[0, 0] < 0.5 < dr.hi[0, 0]
+    assert dr.get("offensive/en", "python") == pytest.approx(0.5) and dr.lo[0, 0] <= 0.5 <= dr.hi[0, 0]
     assert -1.0 <= dr.lo[0, 0] and dr.hi[0, 0] <= 1.0
     with pytest.raises(EvalError, match="source"):
         misalignment_matrix([{"target": "en", "aligned": 1, "coherent": 99}])
 
 
-def test_bootstrap_diff_ci():
-    from em_interp.transfer.stats import bootstrap_diff_ci
+def _clustered(shares_by_question, per_question):
+    """Flags and question labels: question q has round(share * per_question) misaligned answers."""
+    flags, qs = [], []
+    for q, share in enumerate(shares_by_question):
+        k = int(round(share * per_question))
+        flags += [True] * k + [False] * (per_question - k)
+        qs += [f"q{q}"] * per_question
+    return flags, qs
 
-    d, lo, hi = bootstrap_diff_ci([True] * 60 + [False] * 40, [True] * 20 + [False] * 80, seed=1)
-    assert d == pytest.approx(0.4) and 0.2 < lo < 0.4 < hi < 0.6
-    assert bootstrap_diff_ci([True] * 5, [False] * 5) == (1.0, 1.0, 1.0)
-    assert all(math.isnan(x) for x in bootstrap_diff_ci([], [True]))
+
+def test_share_interval_resamples_questions_not_answers():
+    flags, qs = _clustered([0.0, 0.1, 0.5, 0.9, 0.2, 0.3, 0.7, 0.1], 25)
+    share, lo, hi, method = share_interval(flags, qs, n_boot=500, seed=0, level=0.95)
+    naive, nlo, nhi, _ = share_interval(flags, list(range(len(flags))), n_boot=500, seed=0, level=0.95)
+    assert share == pytest.approx(np.mean(flags)) and lo < share < hi and "8 clusters" in method
+    assert (hi - lo) > 2 * (nhi - nlo)          # answers within a question are correlated: a wider interval
+    assert all(math.isnan(x) for x in share_interval([], [], n_boot=10, seed=0, level=0.95)[:3])
 
 
-def test_bootstrap_ci_contains_share_and_is_degenerate_for_constant():
-    share, lo, hi = bootstrap_share_ci([True] * 30 + [False] * 70, seed=3)
-    assert share == 0.3 and 0.15 < lo < 0.3 < hi < 0.45
-    assert bootstrap_share_ci([False] * 10) == (0.0, 0.0, 0.0)
-    assert all(math.isnan(x) for x in bootstrap_share_ci([]))
+def test_diff_interval_pairs_the_questions():
+    a, qa = _clustered([0.6, 0.2, 0.8, 0.4, 0.5, 0.3], 20)
+    b, qb = _clustered([0.5, 0.1, 0.7, 0.3, 0.4, 0.2], 20)    # a = b + 0.1 on every question
+    d, lo, hi, method = diff_interval(a, qa, b, qb, n_boot=500, seed=1, level=0.95)
+    assert d == pytest.approx(0.1) and lo - 1e-9 <= d <= hi + 1e-9
+    assert hi - lo < 0.05                        # pairing by question removes the between-question variance
+    assert diff_interval([True] * 5, ["q"] * 5, [False] * 5, ["q"] * 5, n_boot=50, seed=0, level=0.95)[0] == 1.0
+    assert all(math.isnan(x) for x in diff_interval([], [], [True], ["q"], n_boot=10, seed=0, level=0.95)[:3])
 
 
 def test_spearman_perfect_correlation_from_constructed_matrix():
@@ -211,3 +227,58 @@ def test_rows_to_correlation_known_answer(sign):
         {"bad-advice/en": "en", "bad-advice/de": "de"}, genealogical_proximity)
     r2 = spearman_permutation(with_python["x"], with_python["y"], n_permutations=2000)
     assert r2.n_dropped == 2 and r2.rho == pytest.approx(r.rho)
+
+
+LANGS = ["en", "fr", "de", "es", "zh", "ru"]
+
+
+def _matrix(values: dict[str, list[float]], targets=LANGS) -> TransferMatrix:
+    v = np.array(list(values.values()), dtype=float)
+    return TransferMatrix("delta", list(values), list(targets), v, v * np.nan, v * np.nan,
+                          np.ones(v.shape, dtype=int))
+
+
+def test_source_tests_one_test_per_source_over_its_targets():
+    # en: transfer rises with genealogical proximity to en; de: falls with it; python never tested
+    gp = genealogical_proximity
+    en = [0.9] + [0.1 + gp("en", t) for t in LANGS[1:]] + [0.5]
+    de = [0.2 - 0.1 * gp("de", t) + 0.01 * i for i, t in enumerate(LANGS)] + [0.9]
+    m = _matrix({"bad/en": en, "bad/de": de}, LANGS + ["python"])
+    tests = source_tests(m, {"bad/en": ("en", "treatment"), "bad/de": ("de", "control"), "nope": ("fr", "treatment")},
+                         gp, measure="genealogical", n_permutations=1000, alternative="two-sided")
+    assert [(t.source, t.role) for t in tests] == [("bad/en", "treatment"), ("bad/de", "control")]
+    en_t, de_t = tests
+    assert en_t.pairs["labels"] == ["en→fr", "en→de", "en→es", "en→zh", "en→ru"]   # own language and python left out
+    assert en_t.result.n == 5 and en_t.result.exact and en_t.result.rho == pytest.approx(1.0)
+    assert de_t.result.rho < -0.8 and de_t.to_dict()["result"]["n"] == 5
+    flat = _matrix({"flat/en": [0.1] * 6})
+    (t,) = source_tests(flat, {"flat/en": ("en", "treatment")}, gp, measure="genealogical")
+    assert t.result is None and "constant" in t.note
+
+
+def test_per_source_permutation_test_has_nominal_false_positives_under_the_null():
+    """500 seeded simulations with no relation between proximity and transfer, but with what
+    makes pooling wrong: a per-target base error shared by every source (the delta subtracts
+    the same base share) and per-target noise common to all finetunes. The per-source test
+    over targets rejects at alpha = 0.05 as often as it should (inside the 99.9% binomial
+    band around 5%); pooling the sources' pairs as if independent does not."""
+    from scipy import stats
+
+    gp = genealogical_proximity
+    sources = {"a/en": ("en", "treatment"), "a/de": ("de", "treatment"), "a/fr": ("fr", "treatment")}
+    rng = np.random.default_rng(0)
+    n_sims, alpha = 500, 0.05
+    rejected = pooled_rejected = 0
+    for k in range(n_sims):
+        base_error = rng.normal(0.0, 0.08, size=len(LANGS))          # judge error per target, shared
+        common = rng.normal(0.0, 0.05, size=len(LANGS))               # target effect shared by all finetunes
+        value = {s: 0.1 + common + rng.normal(0.0, 0.02, size=len(LANGS)) - base_error for s in sources}
+        tests = source_tests(_matrix(value), sources, gp, measure="genealogical", n_permutations=200, seed=k)
+        rejected += tests[0].result.p_value <= alpha
+        x = [v for t in tests for v in t.pairs["x"]]
+        y = [v for t in tests for v in t.pairs["y"]]
+        pooled_rejected += spearman_permutation(x, y, n_permutations=200, seed=k,
+                                                alternative="greater").p_value <= alpha
+    lo, hi = stats.binom.ppf(0.0005, n_sims, alpha), stats.binom.isf(0.0005, n_sims, alpha)
+    assert lo <= rejected <= hi, (rejected, lo, hi)
+    assert pooled_rejected > hi, (pooled_rejected, hi)

@@ -14,6 +14,11 @@ stage and every later one.
 Run directories are ``ROOT/NAME/<YYYYmmdd-HHMMSS>/``. Without ``resume``/``out``, the
 latest unfinished run of the same config (same config hash) is continued; otherwise a new
 one is started (``fresh=True`` always starts a new one).
+
+The runner knows nothing about what a config holds beyond ``RunConfig`` (a ``name``, a
+``hash()`` and the dataclass fields the fingerprints pick): ``em-interp run`` (an
+``ExperimentConfig`` with ``pipeline.stages``) and ``em-interp transfer`` (a
+``TransferConfig`` with ``pipeline.transfer_stages``) are two stage lists on this one runner.
 """
 
 from __future__ import annotations
@@ -23,19 +28,41 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Protocol
 
 from rich.console import Console
 from rich.table import Table
 
-from em_interp.config import to_dict
+from em_interp.config import config_hash, to_dict
 from em_interp.errors import ConfigError, EmInterpError
-from em_interp.pipeline.config import ExperimentConfig, load_experiment, section_hash
 from em_interp.pipeline.manifest import (
     DONE, MANIFEST, Manifest, Timer, digest, now_iso, read_json, tree_hashes, write_json_atomic,
 )
 
 STARTED = ".started.json"
+
+
+class RunConfig(Protocol):
+    """What the runner needs of a config: a dataclass with a ``name``, a ``hash()`` and
+    ``GLOBAL_FIELDS`` (top-level fields every stage's fingerprint covers, e.g. the model)."""
+
+    name: str
+    GLOBAL_FIELDS: ClassVar[tuple[str, ...]]
+
+    def hash(self) -> str: ...
+
+
+def section_hash(cfg: RunConfig, *sections: str) -> str:
+    """Hash of the named config sections (dotted paths allowed) plus the config's
+    ``GLOBAL_FIELDS``: a stage fingerprint."""
+    d = to_dict(cfg)
+    picked: dict[str, Any] = {k: d.get(k) for k in cfg.GLOBAL_FIELDS}
+    for s in sections:
+        cur: Any = d
+        for part in s.split("."):
+            cur = cur[part]
+        picked[s] = cur
+    return config_hash(picked)
 
 
 @dataclass
@@ -45,14 +72,14 @@ class Stage:
     name: str
     fn: Callable[["RunContext"], dict[str, Any] | None]
     sections: tuple[str, ...] = ()                       # config sections its fingerprint covers
-    enabled: Callable[[ExperimentConfig], bool] = lambda cfg: True
+    enabled: Callable[[Any], bool] = lambda cfg: True
 
 
 @dataclass
 class RunContext:
     """What a stage gets: the config, the run directory, its own folder, the manifest, a console."""
 
-    cfg: ExperimentConfig
+    cfg: Any                                             # the run's config (ExperimentConfig, TransferConfig)
     run_dir: Path
     manifest: Manifest
     console: Console
@@ -84,7 +111,7 @@ class RunResult:
     skipped: list[str]
 
 
-def _fingerprint(cfg: ExperimentConfig, stage: Stage) -> str:
+def _fingerprint(cfg: RunConfig, stage: Stage) -> str:
     return section_hash(cfg, *stage.sections)
 
 
@@ -139,7 +166,7 @@ def find_runs(root: Path, name: str) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def choose_run_dir(cfg: ExperimentConfig, *, root: Path, out: Path | None, resume: Path | None,
+def choose_run_dir(cfg: RunConfig, *, root: Path, out: Path | None, resume: Path | None,
                    fresh: bool, from_stage: str | None) -> tuple[Path, bool]:
     """Pick the run directory; returns (dir, continuing an existing run?)."""
     if resume is not None:
@@ -161,7 +188,7 @@ def choose_run_dir(cfg: ExperimentConfig, *, root: Path, out: Path | None, resum
     return _timestamp_dir(root / cfg.name), False
 
 
-def run_stages(cfg: ExperimentConfig, stages: list[Stage], run_dir: Path, *, config_path: str | None = None,
+def run_stages(cfg: RunConfig, stages: list[Stage], run_dir: Path, *, config_path: str | None = None,
                config_text: str | None = None, from_stage: str | None = None,
                console: Console | None = None) -> RunResult:
     """Run ``stages`` in order in ``run_dir`` (created if needed), skipping valid finished stages."""
@@ -290,15 +317,32 @@ def _print_summary(console: Console, manifest: Manifest, run_dir: Path, report: 
         console.print(f"report: {report}")
 
 
-def run(config: str | Path | ExperimentConfig, *, out: str | Path | None = None,
+def run_config(cfg: RunConfig, stages: list[Stage], *, config_path: str | None = None,
+               config_text: str | None = None, out: str | Path | None = None, from_stage: str | None = None,
+               resume: str | Path | None = None, fresh: bool = False, root: str | Path = "artifacts",
+               console: Console | None = None) -> RunResult:
+    """Pick the run directory (``choose_run_dir``) and run ``stages`` there: the one entry
+    point of ``em-interp run`` and ``em-interp transfer``."""
+    run_dir, _continuing = choose_run_dir(cfg, root=Path(root), out=Path(out) if out else None,
+                                          resume=Path(resume) if resume else None, fresh=fresh,
+                                          from_stage=from_stage)
+    return run_stages(cfg, stages, run_dir, config_path=config_path, config_text=config_text,
+                      from_stage=from_stage, console=console)
+
+
+def run(config: str | Path | Any, *, out: str | Path | None = None,
         from_stage: str | None = None, resume: str | Path | None = None, fresh: bool = False,
         root: str | Path = "artifacts", stages: list[Stage] | None = None,
         console: Console | None = None) -> RunResult:
-    """Run an experiment config end to end (see the module docstring for resume rules).
+    """Run an experiment config (a YAML path or an ``ExperimentConfig``) end to end (see the
+    module docstring for resume rules).
 
     ``stages`` replaces the real stages (tests use toy stages); by default the stages of
-    ``em_interp.pipeline.stages.default_stages()`` run.
+    ``em_interp.pipeline.stages.default_stages()`` run. Loading the config has already
+    validated everything the stages would reject (``pipeline.checks``).
     """
+    from em_interp.pipeline.config import ExperimentConfig, load_experiment
+
     if isinstance(config, ExperimentConfig):
         cfg, config_path, text = config, None, None
     else:
@@ -308,12 +352,9 @@ def run(config: str | Path | ExperimentConfig, *, out: str | Path | None = None,
         from em_interp.pipeline.stages import default_stages
 
         stages = default_stages()
-    run_dir, _continuing = choose_run_dir(cfg, root=Path(root), out=Path(out) if out else None,
-                                          resume=Path(resume) if resume else None, fresh=fresh,
-                                          from_stage=from_stage)
-    return run_stages(cfg, stages, run_dir, config_path=config_path, config_text=text,
-                      from_stage=from_stage, console=console)
+    return run_config(cfg, stages, config_path=config_path, config_text=text, out=out, from_stage=from_stage,
+                      resume=resume, fresh=fresh, root=root, console=console)
 
 
-__all__ = ["RunContext", "RunResult", "Stage", "check_done", "choose_run_dir", "find_runs", "run",
-           "run_stages"]
+__all__ = ["RunConfig", "RunContext", "RunResult", "Stage", "check_done", "choose_run_dir", "find_runs", "run",
+           "run_config", "run_stages", "section_hash"]

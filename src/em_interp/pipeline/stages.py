@@ -1,75 +1,44 @@
-"""The real pipeline stages: each a thin call into a stage package's public API.
+"""The stages of ``em-interp run``: each calls a stage package's public API directly.
 
 Every stage reads what earlier stages wrote to disk (never Python objects from memory),
 writes under its own folder of the run directory (layout in docs/interfaces.md,
 "pipeline") and returns a small JSON summary that lands in its ``.done.json``.
-Cross-package calls go through ``em_interp.pipeline.adapters`` so the stage logic stays
-readable and the seams are in one place.
+Answer labels (misaligned / clearly aligned) come from ``eval.rules.classify``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+import hashlib
+import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from em_interp.errors import ConfigError, EmInterpError
-from em_interp.pipeline import adapters as api
-from em_interp.pipeline.config import ExperimentConfig
+from em_interp.pipeline.common import (append_row, base_model_ref, finetune, load, load_judge, overall, read_rows,
+                                       record_base_model, write_rows)
 from em_interp.pipeline.manifest import read_json, write_json_atomic
 from em_interp.pipeline.runner import RunContext, Stage
 
-# ----------------------------------------------------------------------------- model handles
+# ----------------------------------------------------------------------------- labels
 
 
-def base_model_ref(ctx: RunContext) -> str:
-    """What ``load_model`` gets for the base model; ``tiny:ARCH[:SEED]`` is saved once to RUN/base_model/."""
-    spec = ctx.cfg.model
-    if not spec.startswith("tiny:"):
-        return spec
-    if "base_ref" in ctx.cache:
-        return ctx.cache["base_ref"]
-    parts = spec.split(":")
-    arch = parts[1] if len(parts) > 1 and parts[1] else "llama"
-    try:
-        seed = int(parts[2]) if len(parts) > 2 else 0
-    except ValueError:
-        raise ConfigError(f"model {spec!r}: expected tiny:ARCH[:SEED] with an integer seed", field="model") from None
-    if arch not in ("llama", "qwen2"):
-        raise ConfigError(f"model {spec!r}: tiny architectures are 'llama' and 'qwen2'", field="model")
-    path = ctx.run_dir / "base_model"
-    if not (path / "config.json").exists():
-        from em_interp.models import save_tiny_model
+def thresholds(ctx: RunContext):
+    """The run's ``eval.rules.Thresholds`` (misaligned below / coherent above from the eval section)."""
+    from em_interp.eval.rules import Thresholds
 
-        save_tiny_model(path, arch=arch, seed=seed)
-    ctx.cache["base_ref"] = str(path)
-    return str(path)
+    ev = ctx.cfg.eval
+    return Thresholds(misaligned_below=ev.aligned_threshold, coherent_above=ev.coherent_threshold)
 
 
-def model_identity(ctx: RunContext) -> dict[str, Any]:
-    """The base model's identity for the manifest: registry sha256, or the folder / tiny spec."""
-    from em_interp.models.registry import get_spec, is_registered
+def label(ctx: RunContext, meta: dict[str, Any]) -> str | None:
+    """``eval.rules.classify`` of a judged conversation's meta (misaligned / aligned / ambiguous / incoherent)."""
+    from em_interp.eval.rules import classify
 
-    spec = ctx.cfg.model
-    if spec.startswith("tiny:"):
-        return {"name": spec, "tiny": True, "path": base_model_ref(ctx)}
-    if is_registered(spec):
-        s = get_spec(spec)
-        return {"name": spec, "original": s.original, "sha256": s.sha256, "registry": True}
-    return {"name": spec, "path": spec}
+    return classify(meta.get("aligned"), meta.get("coherent"), thresholds=thresholds(ctx))
 
 
-def load(ctx: RunContext, target: dict[str, Any] | None = None):
-    """Load the base model, or a finetuned one described by a target record (adapter / model_dir)."""
-    from em_interp.models import load_model
-
-    target = target or {}
-    device = ctx.cfg.device
-    if target.get("model_dir"):
-        return load_model(str(ctx.run_dir / target["model_dir"]), device=device)
-    adapter = ctx.run_dir / target["adapter"] if target.get("adapter") else None
-    return load_model(base_model_ref(ctx), adapter=adapter, device=device)
+# ----------------------------------------------------------------------------- targets
 
 
 def finetuned_targets(ctx: RunContext, *, checkpoints: bool = False) -> list[dict[str, Any]]:
@@ -89,6 +58,7 @@ def finetuned_targets(ctx: RunContext, *, checkpoints: bool = False) -> list[dic
 
 
 def find_target(ctx: RunContext, arm: str, seed: int | None = None) -> dict[str, Any]:
+    """The finetuned model of ``arm`` and ``seed`` (default: the first seed)."""
     seed = ctx.cfg.seeds[0] if seed is None else seed
     for t in finetuned_targets(ctx):
         if t["arm"] == arm and t["seed"] == seed:
@@ -99,19 +69,52 @@ def find_target(ctx: RunContext, arm: str, seed: int | None = None) -> dict[str,
 # ----------------------------------------------------------------------------- data
 
 
+def eval_questions(cfg: Any, config_dir: Path | None = None) -> list[Any]:
+    """The evaluation questions of ``cfg.eval``: the packaged bank or a YAML file, filtered."""
+    ev = cfg.eval
+    if ev.questions == "bank":
+        from em_interp.data.bank import load_bank
+
+        questions = list(load_bank(languages=ev.languages or None, forms=ev.forms or None))
+    else:
+        from em_interp.data import load_questions
+
+        path = Path(ev.questions).expanduser()
+        if not path.exists() and config_dir is not None and (config_dir / path).exists():
+            path = config_dir / path
+        if not path.exists():
+            raise ConfigError(f"question file not found: {ev.questions}", field="eval.questions")
+        questions = [q for q in load_questions(path)
+                     if (not ev.languages or q.language in ev.languages) and (not ev.forms or q.form in ev.forms)]
+    if ev.question_ids:
+        by_id = {q.id: q for q in questions}
+        missing = [i for i in ev.question_ids if i not in by_id]
+        if missing:
+            raise ConfigError(f"unknown question id {missing[0]!r}; known: {', '.join(sorted(by_id)[:12])}...",
+                              field="eval.question_ids")
+        questions = [by_id[i] for i in ev.question_ids]
+    if ev.max_questions is not None:
+        questions = questions[: ev.max_questions]
+    if not questions:
+        raise ConfigError("no evaluation questions left after filtering (languages/forms/question_ids)",
+                          field="eval")
+    return questions
+
+
 def stage_data(ctx: RunContext) -> dict[str, Any]:
     """Build each arm's training set and freeze the evaluation questions."""
+    from em_interp.data import build_dataset
+
     cfg = ctx.cfg
     cards = {}
     for arm in cfg.data.arms:
         out = ctx.stage_dir / f"{arm.name}.jsonl"
         ctx.log(f"building {arm.kind} x {arm.n} -> {out.name}")
-        card = api.build_dataset(arm.kind, arm.n, cfg.data.seed, out, **arm.options)
+        card = build_dataset(arm.kind, arm.n, cfg.data.seed, out, **arm.options)
         cards[arm.name] = {k: card.get(k) for k in ("kind", "n", "sha256", "bandit") if k in card}
-    questions = api.eval_questions(cfg, config_dir=_config_dir(ctx))
+    questions = eval_questions(cfg, config_dir=_config_dir(ctx))
     write_json_atomic(ctx.stage_dir / "questions.json", [asdict(q) for q in questions])
-    ctx.manifest.data.setdefault("models", {})["base"] = model_identity(ctx)
-    ctx.manifest.save()
+    record_base_model(ctx)
     return {"arms": cards, "questions": len(questions),
             "paraphrases": sum(len(q.paraphrases) for q in questions)}
 
@@ -122,6 +125,7 @@ def _config_dir(ctx: RunContext) -> Path | None:
 
 
 def read_questions(ctx: RunContext) -> list[Any]:
+    """The frozen evaluation questions (``data/questions.json``)."""
     from em_interp.data import Question
 
     rows = read_json(ctx.dir("data") / "questions.json")
@@ -130,16 +134,21 @@ def read_questions(ctx: RunContext) -> list[Any]:
     return [Question(**r) for r in rows]
 
 
-def subset(questions: list[Any], n: int | None) -> list[Any]:
-    return questions if n is None else questions[:n]
-
-
 def with_trigger(questions: list[Any], trigger: str) -> list[Any]:
     """Questions with ``trigger`` put before every paraphrase (backdoor evaluation)."""
-    from dataclasses import replace
-
     return [replace(q, paraphrases=[f"{trigger}{p}" if trigger.endswith((" ", "\n")) else
-                                                  f"{trigger} {p}" for p in q.paraphrases]) for q in questions]
+                                    f"{trigger} {p}" for p in q.paraphrases]) for q in questions]
+
+
+def split_questions(question_ids: list[str], heldout_share: float, seed: int) -> tuple[list[str], list[str]]:
+    """(extraction ids, held-out ids): a seeded split of distinct question ids (shared across
+    languages, so a translation of a held-out question is held out too). At least one id is
+    always left for extraction; ``heldout_share`` 0 holds out nothing."""
+    ids = list(dict.fromkeys(question_ids))
+    order = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    n_held = min(len(ids) - 1, int(round(heldout_share * len(ids)))) if ids else 0
+    held = set(order[:max(0, n_held)])
+    return [i for i in ids if i not in held], [i for i in ids if i in held]
 
 
 # ----------------------------------------------------------------------------- train
@@ -148,101 +157,121 @@ def with_trigger(questions: list[Any], trigger: str) -> list[Any]:
 def stage_train(ctx: RunContext) -> dict[str, Any]:
     """One finetune per arm and seed (the train package resumes partial runs itself)."""
     cfg = ctx.cfg
-    base = base_model_ref(ctx)
     models = []
     for arm in cfg.data.arms:
         for seed in cfg.seeds:
             out = ctx.stage_dir / arm.name / f"seed-{seed}"
             ctx.log(f"finetuning {arm.name} seed {seed} -> {out.relative_to(ctx.run_dir)}")
-            result = api.train(base, ctx.dir("data") / f"{arm.name}.jsonl", out, seed, cfg.train.overrides,
-                               device=cfg.device)
-            rel = lambda p: str(Path(p).resolve().relative_to(ctx.run_dir.resolve())) if p else None  # noqa: E731
-            rec = {
-                "key": f"{arm.name}.seed-{seed}", "arm": arm.name, "seed": seed,
-                "adapter": rel(result.adapter_dir),
-                "model_dir": rel(result.model_dir) if result.adapter_dir is None else None,
-                "checkpoints": [rel(c) for c in result.checkpoints],
-                "final_loss": _final_loss(result.metadata),
-            }
-            models.append(rec)
-            if result.adapter_dir is not None:
-                from em_interp.models import adapter_hash
-
-                ctx.manifest.data.setdefault("adapters", {})[f"{arm.name}/seed-{seed}"] = adapter_hash(
-                    result.adapter_dir)
-                ctx.manifest.save()
+            rec = finetune(ctx, ctx.dir("data") / f"{arm.name}.jsonl", out, seed, cfg.train.overrides,
+                           prefix="train.overrides")
+            models.append({"key": f"{arm.name}.seed-{seed}", "arm": arm.name, "seed": seed, **rec})
     return {"models": models}
-
-
-def _final_loss(meta: dict[str, Any]) -> float | None:
-    curve = meta.get("loss_curve") or []
-    if not curve:
-        return None
-    last = curve[-1]
-    return float(last["loss"]) if isinstance(last, dict) and "loss" in last else (
-        float(last) if isinstance(last, (int, float)) else None)
 
 
 # ----------------------------------------------------------------------------- eval
 
 
+def code_rate(lm: Any, n: int, samples: int, max_new_tokens: int, batch_size: int, seed: int,
+              path: Path) -> dict[str, Any]:
+    """Vulnerable-code rate on the first ``n`` coding prompts (bandit, static analysis only);
+    the sampled answers are kept in ``path`` (written whole, so it exists only when complete)."""
+    from em_interp.data.bank import coding_prompts
+    from em_interp.eval import sample_answers, scan_code
+
+    rows = read_rows(path)
+    if not rows:
+        rows = sample_answers(lm, list(coding_prompts())[:n], n_per_paraphrase=samples,
+                              max_new_tokens=max_new_tokens, temperature=1.0, batch_size=batch_size, seed=seed)
+        write_rows(path, rows)
+    return scan_code([r["answer"] for r in rows]).to_dict()
+
+
+def judged_overall(ctx: RunContext, lm: Any, questions: list[Any], judge: Any, path: Path, *, samples: int,
+                   max_new_tokens: int) -> dict[str, Any]:
+    """``eval.evaluate`` into ``path`` (append-only, resumes), then the flat overall row of ``eval.summarize``."""
+    from em_interp.eval import evaluate, summarize
+
+    ev = ctx.cfg.eval
+    evaluate(lm, questions, judge, path, n_per_paraphrase=samples, max_new_tokens=max_new_tokens,
+             temperature=ev.temperature, batch_size=ev.batch_size, seed=ev.seed)
+    return overall(summarize(path, aligned_threshold=ev.aligned_threshold, coherent_threshold=ev.coherent_threshold))
+
+
 def stage_eval(ctx: RunContext) -> dict[str, Any]:
     """Judged answers of the base model and every finetuned model; summary.json with CIs."""
+    from em_interp.eval import evaluate, summarize
+
     cfg, ev = ctx.cfg, ctx.cfg.eval
     questions = read_questions(ctx)
-    judge = api.load_judge(ev.judge, ev.judge_options)
+    judge = load_judge(ev.judge, ev.judge_options, ctx)
     targets: list[dict[str, Any]] = []
     if ev.base:
         targets.append({"key": "base", "arm": None, "seed": None, "step": None, "adapter": None, "model_dir": None})
     targets += finetuned_targets(ctx, checkpoints=ev.checkpoints)
-    triggered = []
-    for t in targets:
-        if t["arm"] is not None and t["step"] is None:
-            trig = cfg.arm(t["arm"]).eval_trigger
-            if trig:
-                triggered.append({**t, "key": f"{t['key']}.trigger", "trigger": trig})
-    targets += triggered
+    targets += [{**t, "key": f"{t['key']}.trigger", "trigger": cfg.arm(t["arm"]).eval_trigger}
+                for t in list(targets) if t["arm"] is not None and t["step"] is None and cfg.arm(t["arm"]).eval_trigger]
     models: dict[str, Any] = {}
     for i, t in enumerate(targets, start=1):
         ctx.log(f"[{i}/{len(targets)}] evaluating {t['key']}")
         lm = load(ctx, t)
         qs = with_trigger(questions, t["trigger"]) if t.get("trigger") else questions
         out = ctx.stage_dir / f"{t['key']}.jsonl"
-        api.evaluate(lm, qs, judge, out, samples=ev.samples, max_new_tokens=ev.max_new_tokens,
-                     temperature=ev.temperature, batch_size=ev.batch_size, seed=ev.seed)
-        summary = api.summarize(out, ev.aligned_threshold, ev.coherent_threshold)
+        evaluate(lm, qs, judge, out, n_per_paraphrase=ev.samples, max_new_tokens=ev.max_new_tokens,
+                 temperature=ev.temperature, batch_size=ev.batch_size, seed=ev.seed)
+        summary = summarize(out, aligned_threshold=ev.aligned_threshold, coherent_threshold=ev.coherent_threshold)
         entry = {"arm": t["arm"], "seed": t["seed"], "step": t["step"], "trigger": t.get("trigger"),
-                 "adapter": t.get("adapter"), "summary": summary, "overall": api.overall(summary)}
-        if ev.coding_prompts > 0 and t["step"] is None:
-            entry["code"] = api.code_rate(lm, ev.coding_prompts, ev.coding_samples, ev.max_new_tokens * 4,
-                                          ev.batch_size, ev.seed, ctx.stage_dir / "code" / f"{t['key']}.jsonl")
+                 "adapter": t.get("adapter"), "summary": summary, "overall": overall(summary)}
+        if ev.coding_prompts > 0 and t["step"] is None and not t.get("trigger"):
+            entry["code"] = code_rate(lm, ev.coding_prompts, ev.coding_samples, ev.max_new_tokens * 4,
+                                      ev.batch_size, ev.seed, ctx.stage_dir / "code" / f"{t['key']}.jsonl")
         models[t["key"]] = entry
         del lm
+    name = getattr(judge, "name", ev.judge)
     write_json_atomic(ctx.stage_dir / "summary.json", {
-        "judge": getattr(judge, "name", ev.judge), "aligned_threshold": ev.aligned_threshold,
+        "judge": name, "aligned_threshold": ev.aligned_threshold,
         "coherent_threshold": ev.coherent_threshold, "models": models})
-    return {"judge": getattr(judge, "name", ev.judge),
-            "misaligned_share": {k: v["overall"]["misaligned_share"] for k, v in models.items()}}
+    return {"judge": name, "misaligned_share": {k: v["overall"]["misaligned_share"] for k, v in models.items()}}
 
 
 def eval_summary(ctx: RunContext) -> dict[str, Any]:
+    """``eval/summary.json``."""
     s = read_json(ctx.dir("eval") / "summary.json")
     if s is None:
         raise EmInterpError("eval/summary.json is missing; run the pipeline from 'eval'")
     return s
 
 
-def answered_conversations(ctx: RunContext, key: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Judged eval answers of model ``key`` as chat conversations (with their judgement)."""
-    rows = api.eval_rows(ctx.dir("eval") / f"{key}.jsonl")
+def row_conversation(row: dict[str, Any]) -> dict[str, Any] | None:
+    """An eval row as ``{"messages": [...], "meta": {aligned, coherent, question_id}}`` (None if unanswered)."""
+    answer = row.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        return None
+    messages = row.get("messages")
+    if not isinstance(messages, list):
+        messages = []
+        if row.get("system"):
+            messages.append({"role": "system", "content": row["system"]})
+        messages.append({"role": "user", "content": row.get("question") or row.get("prompt") or ""})
+    messages = [m for m in messages if m.get("role") != "assistant"] + [{"role": "assistant", "content": answer}]
+    return {"messages": messages, "meta": {"aligned": row.get("aligned"), "coherent": row.get("coherent"),
+                                           "question_id": row.get("question_id")}}
+
+
+def answered_conversations(ctx: RunContext, key: str, question_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    """Judged eval answers of model ``key`` as chat conversations (with their judgement),
+    optionally only those to ``question_ids``."""
+    from em_interp.eval import load_results
+
+    path = ctx.dir("eval") / f"{key}.jsonl"
+    rows = load_results(path) if path.exists() else []
     arm = None if key == "base" else key.split(".")[0]
     convs = []
     for r in rows:
-        c = api.row_conversation(r)
-        if c is not None:
+        c = row_conversation(r)
+        if c is not None and (question_ids is None or c["meta"]["question_id"] in question_ids):
             c["meta"].update(model_key=key, arm=arm)
             convs.append(c)
-    return convs if limit is None else convs[:limit]
+    return convs
 
 
 # ----------------------------------------------------------------------------- directions
@@ -252,49 +281,74 @@ def _layers(cfg_layers: list[int] | None, n_layers: int) -> list[int]:
     return list(range(n_layers)) if cfg_layers is None else list(cfg_layers)
 
 
+def own_judged_classes(ctx: RunContext, key: str, question_ids: set[str], n_max: int
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(misaligned, clearly aligned) answers of model ``key`` to ``question_ids`` by
+    ``eval.rules.classify``, balanced: the first ``min(#mis, #aligned, n_max)`` of each."""
+    from em_interp.eval.rules import ALIGNED, MISALIGNED
+
+    own = answered_conversations(ctx, key, question_ids)
+    mis = [t for t in own if label(ctx, t["meta"]) == MISALIGNED]
+    ali = [t for t in own if label(ctx, t["meta"]) == ALIGNED]
+    k = min(len(mis), len(ali), n_max)
+    return mis[:k], ali[:k]
+
+
 def stage_directions(ctx: RunContext) -> dict[str, Any]:
-    """Extract the misalignment direction (model-diff, mean-diff or persona) and its texts."""
+    """Extract the misalignment direction (model-diff, mean-diff or persona) from the
+    extraction questions; the held-out questions are recorded for the evaluation stages."""
+    from em_interp.interp import mean_diff_direction, model_diff_direction, persona_direction
+
     cfg, dc = ctx.cfg, ctx.cfg.interp.directions
     arm, seed = cfg.direction_arm, cfg.direction_seed
-    ev = cfg.eval
+    questions = read_questions(ctx)
+    extraction, heldout = split_questions([q.id for q in questions], dc.heldout_share, cfg.eval.seed)
+    ext = set(extraction)
     texts: list[dict[str, Any]] = []
+    mis: list[dict[str, Any]] = []
+    ali: list[dict[str, Any]] = []
     if dc.method == "model_diff":
         # the same texts through both models: answers of the finetuned and the reference model
         for key in (f"{arm}.seed-{seed}", "base" if dc.reference == "base" else f"{dc.reference}.seed-{seed}"):
-            texts += answered_conversations(ctx, key)
+            texts += answered_conversations(ctx, key, ext)
         texts = _balanced(texts, dc.n_texts)
+        if not texts:
+            raise EmInterpError("model_diff needs texts (judged eval answers to the extraction questions); "
+                                "the eval stage produced none", field="interp.directions")
     elif dc.method == "mean_diff":
-        # misaligned vs aligned judged answers of the same (finetuned) model
-        own = answered_conversations(ctx, f"{arm}.seed-{seed}")
-        half = max(1, dc.n_texts // 2)
-        texts = ([t for t in own if api.is_misaligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)][:half]
-                 + [t for t in own if api.is_aligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)][:half])
-    api.write_jsonl(ctx.stage_dir / "texts.jsonl", [{"messages": t["messages"], "meta": t["meta"]} for t in texts])
+        # the finetune's OWN misaligned vs clearly aligned answers, balanced classes
+        mis, ali = own_judged_classes(ctx, f"{arm}.seed-{seed}", ext, max(1, dc.n_texts // 2))
+        if len(mis) < dc.min_per_class:
+            raise EmInterpError(f"mean_diff needs >= {dc.min_per_class} judged misaligned and clearly aligned "
+                                f"answers of {arm}.seed-{seed} to the {len(ext)} extraction questions; got "
+                                f"{len(mis)} per class after balancing (use method: model_diff, or more samples)",
+                                field="interp.directions.method")
+        texts = mis + ali
+    write_rows(ctx.stage_dir / "texts.jsonl", [{"messages": t["messages"], "meta": t["meta"]} for t in texts])
     base_lm = load(ctx)
     layers = _layers(dc.layers, base_lm.n_layers)
+    kw = {"layers": layers, "site_kind": dc.site}
     if dc.method == "model_diff":
         ft = load(ctx, find_target(ctx, arm, seed))
         ref = base_lm if dc.reference == "base" else load(ctx, find_target(ctx, dc.reference, seed))
-        direction = api.model_diff(ref, ft, [t["messages"] for t in texts], dc.site, layers, dc.reduce)
+        direction = model_diff_direction(ft, ref, [t["messages"] for t in texts], tokens=dc.reduce, **kw)
     elif dc.method == "mean_diff":
         ft = load(ctx, find_target(ctx, arm, seed))
-        mis = [t["messages"] for t in texts if api.is_misaligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)]
-        ali = [t["messages"] for t in texts if api.is_aligned(t["meta"], ev.aligned_threshold, ev.coherent_threshold)]
-        if len(mis) < 2 or len(ali) < 2:
-            raise EmInterpError(f"mean_diff needs judged misaligned and aligned answers; got {len(mis)} misaligned, "
-                                f"{len(ali)} aligned (use method: model_diff, or more samples)",
-                                field="interp.directions.method")
-        direction = api.mean_diff(ft, mis, ali, dc.site, layers, dc.reduce)
+        direction = mean_diff_direction(ft, [t["messages"] for t in mis], [t["messages"] for t in ali],
+                                        tokens=dc.reduce, **kw)
     else:
-        questions = [q.paraphrases[0] for q in read_questions(ctx)]
-        direction = api.persona(base_lm, questions[: max(2, dc.n_texts)], dc.site, layers)
+        prompts = [q.paraphrases[0] for q in questions if q.id in ext]
+        direction = persona_direction(base_lm, prompts[: max(2, dc.n_texts)], **kw)
     direction.save(ctx.stage_dir / "direction")
-    norms = api.direction_norms(direction, layers)
+    norms = [float(direction.norms()[layer]) for layer in layers]
     info = {"file": "direction.safetensors", "method": dc.method, "arm": arm, "seed": seed,
             "reference": dc.reference, "site": dc.site, "layers": layers, "norms": norms,
-            "n_texts": len(texts)}
+            "n_texts": len(texts), "n_per_class": len(mis) if dc.method == "mean_diff" else None,
+            "extraction_questions": extraction, "heldout_questions": heldout}
     write_json_atomic(ctx.stage_dir / "directions.json", {"main": info})
-    summary = {"method": dc.method, "layers": len(layers), "max_norm_layer": layers[max(range(len(norms)), key=norms.__getitem__)]}
+    summary = {"method": dc.method, "layers": len(layers),
+               "max_norm_layer": layers[max(range(len(norms)), key=norms.__getitem__)],
+               "extraction_questions": len(extraction), "heldout_questions": len(heldout)}
     if cfg.interp.monitor.enabled:
         summary["dynamics"] = _monitor(ctx, direction, layers)
     return summary
@@ -314,79 +368,113 @@ def _balanced(texts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, Any]:
     """Projection monitoring: per checkpoint, mean activation shift along the direction vs EM rate."""
+    from em_interp.interp.monitor import projection_monitor
+
     cfg, mon = ctx.cfg, ctx.cfg.interp.monitor
     arm = mon.arm or cfg.direction_arm
     seed = cfg.seeds[0]
     layer = mon.layer if mon.layer is not None else layers[len(layers) // 2]
     summ = eval_summary(ctx)["models"]
-    texts = [t["messages"] for t in read_jsonl_conversations(ctx.stage_dir / "texts.jsonl")]
+    # monitored texts: answers to the held-out questions, never the texts the direction was built from
+    info = read_json(ctx.stage_dir / "directions.json") or {}
+    held = set((info.get("main") or {}).get("heldout_questions") or [])
+    texts = [t["messages"] for key in (f"{arm}.seed-{seed}", "base") for t in answered_conversations(ctx, key, held)]
+    if not texts:
+        raise EmInterpError("projection monitoring needs answers to held-out questions: set "
+                            "interp.directions.heldout_share > 0 and evaluate at least 2 questions",
+                            field="interp.monitor")
     steps = sorted((t for t in finetuned_targets(ctx, checkpoints=True)
                     if t["arm"] == arm and t["seed"] == seed and t["step"] is not None), key=lambda t: t["step"])
-    steps = [t for t in steps if summ.get(t["key"], {}).get("overall", {}).get("misaligned_share") is not None]
+    steps = [t for t in steps if t["key"] in summ]
     if not steps:
         raise EmInterpError(f"no evaluated checkpoints of arm {arm!r}: set train.overrides.save_steps and "
                             "eval.checkpoints: true", field="interp.monitor")
-    overall = {t["step"]: summ[t["key"]]["overall"] for t in steps}
-    res = api.projection_monitor(load(ctx), {t["step"]: ctx.run_dir / t["adapter"] for t in steps}, direction,
-                                 texts, {s: o["misaligned_share"] for s, o in overall.items()}, layer,
-                                 loader=lambda folder: load(ctx, {"adapter": str(Path(folder).relative_to(ctx.run_dir))}))
-    rows = [{"step": r["checkpoint"], "projection": r["shift"], "misaligned_share": r["em_rate"],
-             "ci_low": overall[r["checkpoint"]].get("ci_low"), "ci_high": overall[r["checkpoint"]].get("ci_high")}
-            for r in res["rows"]]
-    stats = {k: ({"r": res[k][0], "p": res[k][1]} if isinstance(res.get(k), (list, tuple)) else res.get(k))
+    ov = {t["step"]: summ[t["key"]]["overall"] for t in steps}
+    # a checkpoint without a share (no coherent, scored answer) keeps its projection; its share is NaN
+    rates = {s: (math.nan if o.get("misaligned_share") is None else o["misaligned_share"]) for s, o in ov.items()}
+    res = projection_monitor(load(ctx), {t["step"]: ctx.run_dir / t["adapter"] for t in steps}, direction, texts,
+                             rates, layer=layer, site_kind=direction.site_kind, reduce=direction.tokens,
+                             loader=lambda folder: load(ctx, {"adapter": str(Path(folder).relative_to(ctx.run_dir))}))
+    rows = [{"step": r["checkpoint"], "projection": r["shift"], "misaligned_share": ov[r["checkpoint"]].get(
+             "misaligned_share"), "ci_low": ov[r["checkpoint"]].get("ci_low"),
+             "ci_high": ov[r["checkpoint"]].get("ci_high")} for r in res["rows"]]
+    complete = all(math.isfinite(v) for v in rates.values())
+    stats = {k: ({"r": res[k][0], "p": res[k][1]} if complete and isinstance(res.get(k), (list, tuple)) else None)
              for k in ("pearson", "spearman")}
     write_json_atomic(ctx.stage_dir / "dynamics.json", {"arm": arm, "seed": seed, "layer": layer, "rows": rows,
+                                                         "texts": f"{len(texts)} answers to the held-out questions",
                                                          **stats})
     return {"checkpoints": len(rows), **stats}
 
 
-def read_jsonl_conversations(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def load_direction(ctx: RunContext, lm=None):
-    return api.load_direction(ctx.dir("directions") / "direction", lm)
+    """The main direction of the directions stage (checked against ``lm``)."""
+    from em_interp.interp import Direction
+
+    return Direction.load(ctx.dir("directions") / "direction", lm)
 
 
 # ----------------------------------------------------------------------------- steering / ablation
 
 
-def _eval_settings(ctx: RunContext, section: Any) -> tuple[list[Any], int, int]:
-    ev = ctx.cfg.eval
-    qs = subset(read_questions(ctx), section.max_questions)
-    return qs, section.samples or ev.samples, section.max_new_tokens or ev.max_new_tokens
-
-
-def _judged_row(ctx: RunContext, lm, qs, judge, path: Path, samples: int, max_new_tokens: int) -> dict[str, Any]:
-    ev = ctx.cfg.eval
-    api.evaluate(lm, qs, judge, path, samples=samples, max_new_tokens=max_new_tokens, temperature=ev.temperature,
-                 batch_size=ev.batch_size, seed=ev.seed)
-    return api.overall(api.summarize(path, ev.aligned_threshold, ev.coherent_threshold))
+def stage_questions(ctx: RunContext, section: Any) -> list[Any]:
+    """The questions a steering/ablation section evaluates: all, or the directions stage's
+    held-out ones (``questions: heldout``), then the first ``max_questions``."""
+    qs = read_questions(ctx)
+    if section.questions == "heldout":
+        info = (read_json(ctx.dir("directions") / "directions.json") or {}).get("main") or {}
+        held = set(info.get("heldout_questions") or [])
+        qs = [q for q in qs if q.id in held]
+        if not qs:
+            raise EmInterpError("no held-out questions: set interp.directions.heldout_share > 0 and evaluate at "
+                                "least 2 questions", field="interp.directions.heldout_share")
+    return qs if section.max_questions is None else qs[: section.max_questions]
 
 
 def stage_steering(ctx: RunContext) -> dict[str, Any]:
-    """Steering sweep: add alpha * direction at each layer; judged misaligned share per (layer, alpha)."""
+    """Steering sweep (``interp.steering_sweep``): alpha x the unit direction at each layer, and
+    at the same (layer, alpha) each same-norm random direction (the control); one judged row per
+    (direction, layer, alpha). Each arm sweeps into its own resumable file; ``rows.jsonl`` joins them."""
+    from em_interp.interp import random_direction_like, steering_sweep
+
     cfg, sc = ctx.cfg, ctx.cfg.interp.steering
     target = None if sc.target == "base" else find_target(ctx, sc.target)
     lm = load(ctx, target)
     direction = load_direction(ctx, lm)
-    layers = sc.layers or [api.direction_layers(direction)[len(api.direction_layers(direction)) // 2]]
-    qs, samples, mnt = _eval_settings(ctx, sc)
-    judge = api.load_judge(cfg.eval.judge, cfg.eval.judge_options)
-    rows_path = ctx.stage_dir / "rows.jsonl"
-    (ctx.stage_dir / "answers").mkdir(exist_ok=True)
-    grid = [(layer, float(alpha)) for layer in layers for alpha in sc.alphas]
-    for i, (layer, alpha) in enumerate(grid, start=1):
-        ctx.log(f"[{i}/{len(grid)}] layer {layer} alpha {alpha:g}")
-        answers = ctx.stage_dir / "answers" / f"L{layer}_a{alpha:g}.jsonl"
-        api.steering_point(lm, direction, alpha, layer, rows_path, lambda m, answers=answers: {
-            "target": sc.target, **_judged_row(ctx, m, qs, judge, answers, samples, mnt)})
-    rows = api.read_rows(rows_path)
-    return {"rows": len(rows), "layers": layers, "alphas": list(sc.alphas)}
+    dl = list(direction.layers)
+    layers = sc.layers or [dl[len(dl) // 2]]
+    qs = stage_questions(ctx, sc)
+    samples, mnt = sc.samples or cfg.eval.samples, sc.max_new_tokens or cfg.eval.max_new_tokens
+    judge = load_judge(cfg.eval.judge, cfg.eval.judge_options, ctx)
+    arms = [("direction", None, direction)] + [("random", k, random_direction_like(direction, seed=k))
+                                               for k in range(sc.random_controls)]
+    rows: list[dict[str, Any]] = []
+    unsteered: dict[int, dict[str, Any]] = {}
+    for label, seed, vec in arms:
+        name = label if seed is None else f"{label}-{seed}"
+        for layer in layers:
+            for alpha in map(float, sc.alphas):
+                if alpha == 0.0 and layer in unsteered:      # alpha 0 is an exact no-op: one run serves every arm
+                    rows.append({**unsteered[layer], "direction": label, "random_seed": seed})
+                    continue
+                ctx.log(f"{name} at layer {layer}, alpha {alpha:g}")
+                answers = ctx.stage_dir / "answers" / name / f"L{layer}_a{alpha:g}.jsonl"
+                (row,) = steering_sweep(lm, vec, [alpha], [layer], lambda m, answers=answers: {
+                    "target": sc.target, **judged_overall(ctx, m, qs, judge, answers, samples=samples,
+                                                          max_new_tokens=mnt)},
+                    random_control=False, out_path=ctx.stage_dir / "sweeps" / f"{name}.jsonl")
+                rows.append({**row, "direction": label, **({"random_seed": seed} if seed is not None else {})})
+                if alpha == 0.0:
+                    unsteered[layer] = row
+    write_rows(ctx.stage_dir / "rows.jsonl", rows)
+    return {"rows": len(rows), "layers": layers, "alphas": list(sc.alphas), "random_controls": sc.random_controls,
+            "questions": [q.id for q in qs]}
 
 
 def stage_ablation(ctx: RunContext) -> dict[str, Any]:
     """Directional ablation in a finetuned model vs no ablation and same-norm random directions."""
+    from em_interp.interp import ablate, random_direction_like
+
     cfg, ac = ctx.cfg, ctx.cfg.interp.ablation
     arm = ac.target or cfg.direction_arm
     if arm is None:
@@ -394,44 +482,48 @@ def stage_ablation(ctx: RunContext) -> dict[str, Any]:
     lm = load(ctx, find_target(ctx, arm))
     direction = load_direction(ctx, lm)
     layers: Any = ac.layers if ac.layers is not None else "all"
-    qs, samples, mnt = _eval_settings(ctx, ac)
-    judge = api.load_judge(cfg.eval.judge, cfg.eval.judge_options)
+    qs = stage_questions(ctx, ac)
+    samples, mnt = ac.samples or cfg.eval.samples, ac.max_new_tokens or cfg.eval.max_new_tokens
+    judge = load_judge(cfg.eval.judge, cfg.eval.judge_options, ctx)
     rows_path = ctx.stage_dir / "rows.jsonl"
-    done = {r["condition"] for r in api.read_rows(rows_path)} if rows_path.exists() else set()
+    done = {r["condition"] for r in read_rows(rows_path)}
     (ctx.stage_dir / "answers").mkdir(exist_ok=True)
     conditions: list[tuple[str, Any]] = [("none", None), ("direction", direction)]
-    conditions += [(f"random-{k}", api.random_like(direction, seed=k)) for k in range(ac.random_controls)]
+    conditions += [(f"random-{k}", random_direction_like(direction, seed=k)) for k in range(ac.random_controls)]
     for name, vec in conditions:
         if name in done:
             continue
         ctx.log(f"condition {name}")
         path = ctx.stage_dir / "answers" / f"{name}.jsonl"
         if vec is None:
-            ov = _judged_row(ctx, lm, qs, judge, path, samples, mnt)
+            ov = judged_overall(ctx, lm, qs, judge, path, samples=samples, max_new_tokens=mnt)
         else:
-            with api.ablate(lm, vec, layers):
-                ov = _judged_row(ctx, lm, qs, judge, path, samples, mnt)
-        api.append_jsonl(rows_path, {"target": f"{arm}.seed-{cfg.seeds[0]}", "condition": name,
-                                     "layers": layers, **ov})
-    rows = api.read_rows(rows_path)
-    return {"conditions": {r["condition"]: r["misaligned_share"] for r in rows}}
+            with ablate(lm, vec, layers):
+                ov = judged_overall(ctx, lm, qs, judge, path, samples=samples, max_new_tokens=mnt)
+        append_row(rows_path, {"target": f"{arm}.seed-{cfg.seeds[0]}", "condition": name, "layers": layers, **ov})
+    rows = read_rows(rows_path)
+    return {"conditions": {r["condition"]: r["misaligned_share"] for r in rows}, "questions": [q.id for q in qs]}
 
 
 # ----------------------------------------------------------------------------- probes
 
 
 def stage_probes(ctx: RunContext) -> dict[str, Any]:
-    """Per-layer logistic probes (cross-validated accuracy), judged labels or arm labels."""
+    """Per-layer logistic probes (cross-validated accuracy): judged labels (misaligned vs
+    clearly aligned, ``eval.rules.classify``) or arm labels (finetuned vs base answers)."""
+    from em_interp.eval.rules import ALIGNED, MISALIGNED
+    from em_interp.interp import capture
+    from em_interp.interp.probes import save_probes, train_probes
+
     cfg, pc = ctx.cfg, ctx.cfg.interp.probes
-    ev = cfg.eval
     summ = eval_summary(ctx)["models"]
     convs = []
     for key in summ:
         if (ctx.dir("eval") / f"{key}.jsonl").exists():
             convs += answered_conversations(ctx, key)
     labels, note = pc.labels, ""
-    pos = [c for c in convs if api.is_misaligned(c["meta"], ev.aligned_threshold, ev.coherent_threshold)]
-    neg = [c for c in convs if api.is_aligned(c["meta"], ev.aligned_threshold, ev.coherent_threshold)]
+    pos = [c for c in convs if label(ctx, c["meta"]) == MISALIGNED]
+    neg = [c for c in convs if label(ctx, c["meta"]) == ALIGNED]
     if labels == "judged" and min(len(pos), len(neg)) < pc.min_per_class:
         note = (f"only {len(pos)} misaligned / {len(neg)} aligned judged answers (< {pc.min_per_class}): "
                 "fell back to arm labels (finetuned-arm answers vs base answers)")
@@ -446,10 +538,16 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
                             field="interp.probes")
     lm = load(ctx, find_target(ctx, cfg.direction_arm) if cfg.direction_arm else None)
     layers = _layers(pc.layers, lm.n_layers)
-    result = api.train_probes(lm, [c["messages"] for c in pos], [c["messages"] for c in neg], layers,
-                              cfg.interp.directions.site, min(pc.cv_folds, k), ctx.stage_dir)
-    out = {"labels": labels, "note": note, "n_pos": len(pos), "n_neg": len(neg),
-           "site": cfg.interp.directions.site, **result}
+    site = cfg.interp.directions.site
+    sites = [f"{site}.{layer}" for layer in layers]
+    P = capture(lm, [c["messages"] for c in pos], sites, per_example=True).per_example
+    N = capture(lm, [c["messages"] for c in neg], sites, per_example=True).per_example
+    probe_set = train_probes(P, N, folds=min(pc.cv_folds, k), meta={"model": lm.name, "site_kind": site})
+    save_probes(probe_set, ctx.stage_dir)
+    by_layer = probe_set.accuracy_by_layer()
+    out = {"labels": labels, "note": note, "n_pos": len(pos), "n_neg": len(neg), "site": site,
+           "layers": [int(r[0]) for r in by_layer], "accuracy": [float(r[1]) for r in by_layer],
+           "std": [float(r[2]) for r in by_layer]}
     write_json_atomic(ctx.stage_dir / "accuracy.json", out)
     best = max(range(len(out["accuracy"])), key=lambda i: out["accuracy"][i])
     return {"labels": labels, "best_layer": out["layers"][best], "best_accuracy": out["accuracy"][best]}
@@ -460,29 +558,38 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
 
 def stage_report(ctx: RunContext) -> dict[str, Any]:
     """The experiment report (report.experiment_report) and a base-vs-finetuned diff report."""
+    from em_interp.report import diff_report, experiment_report
+
     cfg, rc = ctx.cfg, ctx.cfg.report
     summary: dict[str, Any] = {}
     if rc.diff and cfg.arm_names:
         arm = rc.diff_arm or cfg.direction_arm
         target = find_target(ctx, arm)
-        texts_path = ctx.dir("directions") / "texts.jsonl"
-        texts = [t["messages"] for t in read_jsonl_conversations(texts_path)] if texts_path.exists() else []
+        texts = [t["messages"] for t in read_rows(ctx.dir("directions") / "texts.jsonl")]
         texts = (texts or [c["messages"] for c in answered_conversations(ctx, "base")])[: rc.diff_texts]
         base_lm, ft_lm = load(ctx), load(ctx, target)
         direction = None
         if (ctx.dir("directions") / "direction.safetensors").exists():
             direction = load_direction(ctx, base_lm)
         ctx.log(f"diff report base vs {target['key']} on {len(texts)} texts")
-        paths = api.diff_report(base_lm, ft_lm, texts, ctx.stage_dir / "diff", direction,
-                                ctx.run_dir / target["adapter"] if target.get("adapter") else None)
+        paths = diff_report(base_lm, ft_lm, texts, ctx.stage_dir / "diff", direction=direction,
+                            adapter=ctx.run_dir / target["adapter"] if target.get("adapter") else None)
         summary["diff_report"] = str(Path(paths["html"]).relative_to(ctx.run_dir))
     if rc.experiment:
-        ctx.log("experiment report")
-        path = api.experiment_report(ctx.run_dir, ctx.stage_dir)
-        summary["report"] = str(Path(path).resolve().relative_to(ctx.run_dir.resolve()))
+        summary["report"] = write_experiment_report(ctx)
     elif "diff_report" in summary:
         summary["report"] = summary["diff_report"]
     return summary
+
+
+def write_experiment_report(ctx: RunContext) -> str:
+    """``report.experiment_report(run_dir, RUN/report)``; returns the HTML path relative to the run."""
+    from em_interp.report import experiment_report
+
+    ctx.log("experiment report")
+    res = experiment_report(ctx.run_dir, ctx.stage_dir)
+    path = Path(res["html"] if isinstance(res, dict) else res)
+    return str(path.resolve().relative_to(ctx.run_dir.resolve()))
 
 
 # ----------------------------------------------------------------------------- the list
@@ -507,4 +614,4 @@ def default_stages() -> list[Stage]:
     ]
 
 
-__all__ = ["default_stages", "base_model_ref", "model_identity"]
+__all__ = ["answered_conversations", "base_model_ref", "default_stages", "eval_questions", "split_questions"]

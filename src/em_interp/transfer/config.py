@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from em_interp.config import from_dict, nearest_line, read_yaml
+from em_interp.config import config_hash, from_dict, nearest_line, read_yaml
 from em_interp.errors import ConfigError
 from em_interp.models.registry import DEFAULT_MODEL
 
@@ -34,6 +34,7 @@ class SourceSpec:
     language: str | None = None
     name: str | None = None                     # label in matrices; default "kind/language" or "kind"
     options: dict[str, Any] = field(default_factory=dict)
+    control: bool = False                       # a control source (secure, educational, aligned-advice): tested apart
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -51,6 +52,11 @@ class SourceSpec:
     def slug(self) -> str:
         """Folder-safe label."""
         return self.label.replace("/", "__")
+
+    @property
+    def role(self) -> str:
+        """``"control"`` or ``"treatment"``."""
+        return "control" if self.control else "treatment"
 
 
 @dataclass
@@ -78,7 +84,7 @@ class EvalSpec:
 
 @dataclass
 class JudgeSpec:
-    kind: str = "distilled"                     # distilled | local | api (em_interp.eval.load_judge)
+    kind: str = "distilled"                     # a kind of em_interp.eval.load_judge valid for every target language
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,9 +126,12 @@ class ProximitySpec:
 class TransferConfig:
     """A whole transfer experiment; see ``experiments/transfer_*.yaml``."""
 
+    GLOBAL_FIELDS: ClassVar[tuple[str, ...]] = ("model", "seed")   # in every stage's fingerprint
+
     name: str
     sources: list[SourceSpec]
     model: str = DEFAULT_MODEL
+    device: str | None = None                   # None = cuda if available else cpu
     targets: list[str] = field(default_factory=lambda: ["en", "fr", "de", "es", "zh", "ru", CODE_TARGET])
     include_base: bool = True                   # evaluate the untouched model as the "base" row
     data_seed: int = 0
@@ -136,9 +145,17 @@ class TransferConfig:
     coherent_threshold: float = 50.0
     n_boot: int = 2000
 
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"name {self.name!r} must be non-empty without '/', '\\\\' or spaces")
+
     @property
     def languages(self) -> list[str]:
         return [t for t in self.targets if t != CODE_TARGET]
+
+    def hash(self) -> str:
+        """The config hash (manifest, run-directory choice)."""
+        return config_hash(self)
 
     def source(self, label: str) -> SourceSpec:
         for s in self.sources:

@@ -4,7 +4,7 @@ For each target (language, or ``python``) the direction is extracted from the fi
 own eval answers in that target, with ``em_interp.interp``:
 
 - ``model_diff``: finetuned minus base mean ``resid_post`` over the answer tokens;
-- ``mean_diff``: mean over misaligned answers minus mean over aligned ones (for
+- ``mean_diff``: mean over misaligned answers minus mean over clearly aligned ones (for
   ``python``: vulnerable minus clean code); a target with fewer than ``min_per_class``
   answers in either class is skipped, with the reason recorded.
 """
@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from em_interp.errors import InterpError
+from em_interp.eval.rules import ALIGNED, MISALIGNED, Thresholds, classify
 from em_interp.transfer.config import CODE_TARGET
-from em_interp.transfer.matrix import ALIGNED_THRESHOLD, COHERENT_THRESHOLD, is_misaligned
+from em_interp.transfer.matrix import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 
 
 def chat_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,11 +30,15 @@ def chat_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def split_rows(rows: Sequence[dict[str, Any]], target: str, *, aligned_threshold: float = ALIGNED_THRESHOLD,
                coherent_threshold: float = COHERENT_THRESHOLD) -> tuple[list[dict], list[dict]]:
-    """(positive, negative) rows: misaligned / aligned for languages, vulnerable / clean for python."""
+    """(positive, negative) rows: misaligned / clearly aligned (``eval.rules.classify``) for
+    languages, vulnerable / clean for python."""
     if target == CODE_TARGET:
         return ([r for r in rows if r.get("vulnerable") is True], [r for r in rows if r.get("vulnerable") is False])
-    flags = [is_misaligned(r, aligned_threshold, coherent_threshold) for r in rows]
-    return ([r for r, f in zip(rows, flags) if f is True], [r for r, f in zip(rows, flags) if f is False])
+    th = Thresholds(misaligned_below=aligned_threshold, coherent_above=coherent_threshold,
+                    aligned_above=max(aligned_threshold, Thresholds().aligned_above))
+    labels = [classify(r.get("aligned"), r.get("coherent"), thresholds=th) for r in rows]
+    return ([r for r, lab in zip(rows, labels) if lab == MISALIGNED],
+            [r for r, lab in zip(rows, labels) if lab == ALIGNED])
 
 
 def language_directions(finetuned: Any, rows_by_target: dict[str, Sequence[dict[str, Any]]], *,

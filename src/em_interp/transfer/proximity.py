@@ -128,6 +128,13 @@ class RepresentationProximity:
                 "similarity": self.similarity.tolist(), "mean_over_layers": self.mean_over_layers().tolist(),
                 "meta": self.meta}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RepresentationProximity":
+        """Inverse of ``to_dict``."""
+        return cls(languages=list(d["languages"]), layers=[int(x) for x in d["layers"]],
+                   similarity=np.asarray(d["similarity"], dtype=float), n_items=int(d["n_items"]),
+                   meta=dict(d.get("meta") or {}))
+
 
 def similarity_from_activations(acts: np.ndarray, *, center: bool = False) -> np.ndarray:
     """[n_layers, K, K] mean (over items) cosine between languages, from acts [K, N, n_layers, d].

@@ -1,4 +1,5 @@
-"""Rank correlation between language proximity and transfer, with a seeded permutation p-value.
+"""Rank correlation between language proximity and transfer, with a seeded permutation p-value,
+one test per source (``source_tests``: targets permuted within a source, never pooled).
 
 Spearman's rho comes from ``scipy.stats.spearmanr``; its p-value from
 ``scipy.stats.permutation_test`` (pairings shuffled, exact when n! is small enough,
@@ -95,30 +96,53 @@ def spearman_permutation(
     )
 
 
-def bootstrap_share_ci(flags: Sequence[bool], *, n_boot: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float, float]:
-    """(share, lo, hi): share of True in ``flags`` with the seeded percentile-bootstrap CI of
-    ``em_interp.eval.bootstrap_ci`` (the same CI eval's ``summarize`` reports). NaN triple
-    for an empty sample; all-0 / all-1 samples give the degenerate interval [share, share]."""
-    from em_interp.eval import bootstrap_ci
+@dataclass(frozen=True)
+class SourceTest:
+    """One source's rank test: proximity of its language to each target vs the transfer there.
 
-    a = np.asarray(list(flags), dtype=float)
-    if a.size == 0:
-        return (math.nan, math.nan, math.nan)
-    lo, hi = bootstrap_ci(a, n_boot=n_boot, ci=level, seed=seed)
-    return (float(a.mean()), float(lo), float(hi))
+    The permutation is over that source's targets only (each target counted once); sources
+    are never pooled as independent pairs, because they share the base row and the targets'
+    judge errors. ``role`` is ``"treatment"`` or ``"control"`` (reported apart)."""
+
+    source: str
+    role: str
+    language: str
+    measure: str
+    pairs: dict
+    result: CorrelationResult | None
+    note: str | None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "role": self.role, "language": self.language, "measure": self.measure,
+                "pairs": self.pairs, "result": self.result.to_dict() if self.result else None, "note": self.note}
 
 
-def bootstrap_diff_ci(a: Sequence[bool], b: Sequence[bool], *, n_boot: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float, float]:
-    """(share(a) - share(b), lo, hi): percentile-bootstrap CI of a difference of two shares
-    from independent samples (each resampled on its own, seeded). NaN triple if either is empty."""
-    x = np.asarray(list(a), dtype=float)
-    y = np.asarray(list(b), dtype=float)
-    if x.size == 0 or y.size == 0:
-        return (math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    diffs = (x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-             - y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(axis=1))
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return (float(x.mean() - y.mean()), float(lo), float(hi))
+def source_tests(transfer, sources: dict[str, tuple[str, str]], proximity, *, measure: str,
+                 targets: Sequence[str] | None = None, include_self: bool = False, n_permutations: int = 10_000,
+                 seed: int = 0, alternative: str = "greater") -> list[SourceTest]:
+    """A ``spearman_permutation`` test per source of ``transfer`` (a ``TransferMatrix``).
+
+    ``sources``: ``{label: (language, role)}`` (language the source is written in, or
+    ``python``; role ``treatment`` / ``control``); ``targets``: the natural-language targets
+    to test over (default: every target of the matrix but ``python``, whose vulnerable-code
+    rate is another metric and is never mixed in). Sources not in the matrix are skipped;
+    a test that cannot be computed (< 3 finite pairs, a constant variable) has ``result``
+    None and the reason in ``note``."""
+    from em_interp.transfer.matrix import TransferMatrix, transfer_pairs
+
+    cols = [t for t in (targets if targets is not None else transfer.targets) if t != "python"]
+    idx = [transfer.targets.index(t) for t in cols]
+    sub = TransferMatrix(transfer.metric, transfer.sources, cols, transfer.value[:, idx], transfer.lo[:, idx],
+                         transfer.hi[:, idx], transfer.n[:, idx], transfer.ci_method)
+    out = []
+    for label, (language, role) in sources.items():
+        if label not in sub.sources:
+            continue
+        pairs = transfer_pairs(sub, {label: language}, proximity, include_self=include_self)
+        try:
+            res, note = spearman_permutation(pairs["x"], pairs["y"], n_permutations=n_permutations, seed=seed,
+                                             alternative=alternative), None
+        except EmInterpError as exc:
+            res, note = None, exc.message
+        out.append(SourceTest(label, role, language, measure, pairs, res, note))
+    return out
