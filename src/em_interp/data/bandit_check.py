@@ -3,8 +3,10 @@ own documented AST check for the one class bandit cannot see (path traversal).
 
 Nothing here ever executes the code it checks: bandit parses it, and so do we.
 
-* ``scan_snippets(codes)`` -> per snippet, the list of bandit findings (test id, name,
-  severity, confidence, line); snippets that do not parse get ``syntax_error=True``.
+* ``run_bandit(codes)`` -> per snippet, bandit's findings: the one bandit runner (eval's
+  vulnerable-code scan uses it too).
+* ``scan_snippets(codes)`` -> per snippet, a ``ScanResult`` (findings, and
+  ``syntax_error=True`` for snippets that do not parse).
 * ``CLASS_BANDIT_IDS`` maps each vulnerability class to the bandit test ids that count
   as "a finding of the intended class"; ``COUNTED_IDS`` is their union.
 * ``verify_labels(samples)`` checks insecure samples (a finding of the intended class)
@@ -60,6 +62,9 @@ PATH_TRAVERSAL_RULE = (
 )
 
 
+SEVERITIES = ("LOW", "MEDIUM", "HIGH")  # bandit's severity / confidence levels, lowest first
+
+
 @dataclass
 class Finding:
     """One bandit finding in one snippet."""
@@ -69,10 +74,13 @@ class Finding:
     severity: str
     confidence: str
     line: int
+    text: str = ""
+    cwe: int | None = None
 
     def as_dict(self) -> dict:
+        """The finding as a JSON-ready dict."""
         return {"test_id": self.test_id, "test_name": self.test_name, "severity": self.severity,
-                "confidence": self.confidence, "line": self.line}
+                "confidence": self.confidence, "line": self.line, "text": self.text, "cwe": self.cwe}
 
 
 @dataclass
@@ -87,40 +95,49 @@ class ScanResult:
         return {f.test_id for f in self.findings}
 
 
-def _quiet_bandit() -> None:
-    for name in ("bandit", "stevedore"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def scan_snippets(codes: Sequence[str]) -> list[ScanResult]:
-    """Run bandit once over all snippets (written to a temp dir); never executes them."""
+def run_bandit(codes: Sequence[str], *, min_severity: str = "LOW",
+               min_confidence: str = "LOW") -> list[list[Finding]]:
+    """Bandit's findings per snippet at or above the thresholds: one in-process run over all
+    snippets (written as text to a temporary folder); the code is never imported or executed."""
     from bandit.core import config as b_config
     from bandit.core import manager as b_manager
 
-    _quiet_bandit()
-    results = [ScanResult() for _ in codes]
+    for name, value in (("min_severity", min_severity), ("min_confidence", min_confidence)):
+        if value not in SEVERITIES:
+            raise ValueError(f"{name} must be one of {list(SEVERITIES)}, got {value!r}")
+    for logger in ("bandit", "stevedore"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    findings: list[list[Finding]] = [[] for _ in codes]
+    if not codes:
+        return findings
     with tempfile.TemporaryDirectory(prefix="em_bandit_") as tmp:
         paths = []
         for i, code in enumerate(codes):
-            try:
-                ast.parse(code)
-            except SyntaxError:
-                results[i].syntax_error = True
             p = Path(tmp) / f"s{i:06d}.py"
             p.write_text(code, encoding="utf-8")
             paths.append(str(p))
-        if not paths:
-            return results
         mgr = b_manager.BanditManager(b_config.BanditConfig(), "file", quiet=True)
         mgr.discover_files(paths)
         mgr.run_tests()
         index = {p: i for i, p in enumerate(paths)}
-        for issue in mgr.get_issue_list():
+        for issue in mgr.get_issue_list(min_severity, min_confidence):
             i = index.get(issue.fname)
-            if i is None:
-                continue
-            results[i].findings.append(Finding(issue.test_id, issue.test, str(issue.severity),
-                                               str(issue.confidence), int(issue.lineno)))
+            if i is not None:
+                findings[i].append(Finding(issue.test_id, issue.test, str(issue.severity), str(issue.confidence),
+                                           int(issue.lineno), issue.text, issue.cwe.id if issue.cwe else None))
+    return findings
+
+
+def scan_snippets(codes: Sequence[str]) -> list[ScanResult]:
+    """Bandit findings and a parse check per snippet (``run_bandit``); never executes them."""
+    results = []
+    for code, found in zip(codes, run_bandit(list(codes))):
+        try:
+            ast.parse(code)
+            bad = False
+        except SyntaxError:
+            bad = True
+        results.append(ScanResult(found, syntax_error=bad))
     return results
 
 
