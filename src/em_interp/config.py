@@ -147,6 +147,9 @@ def _convert(value: Any, tp: Any, field: str, ctx: "_Ctx") -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1:  # Optional[X]: X's own error is the precise one
+            return _convert(value, real[0], field, ctx)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -242,7 +245,12 @@ def _build(cls: type[T], data: Any, prefix: str, ctx: _Ctx) -> T:
     except (ValueError, TypeError) as exc:  # __post_init__ validation
         if isinstance(exc, ConfigError):
             raise
-        ctx.fail(prefix, str(exc))
+        message = str(exc)
+        named = message.split(" ", 1)[0].rsplit(".", 1)[-1]  # "lora.alpha must be ..." names its field
+        if named in fields:
+            path = f"{prefix}.{named}" if prefix else named
+            raise ConfigError(message, file=ctx.file, line=nearest_line(ctx.lines, path)) from None
+        ctx.fail(prefix, message)
 
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
