@@ -206,17 +206,25 @@ class Direction:
     @classmethod
     def load(cls, path: str | Path, lm: Any = None) -> "Direction":
         """Read a saved direction; with ``lm`` check it fits that model."""
-        from safetensors.torch import load_file
+        from em_interp.tensorfiles import load_safetensors
 
         st, meta_path = _paths(path)
         if not st.exists():
             raise InterpError("direction file not found", file=st)
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        tensors = load_file(str(st))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InterpError("corrupt direction metadata (not UTF-8 JSON)", file=meta_path) from None
+        if not isinstance(meta, dict):
+            raise InterpError("corrupt direction metadata (not a JSON object)", file=meta_path)
+        tensors = load_safetensors(st, InterpError)  # a corrupt file is one line naming it
         try:
             vectors = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
         except (IndexError, ValueError):
             raise InterpError(f"not a direction file (keys {sorted(tensors)[:3]})", file=st) from None
+        bad = [layer for layer, v in vectors.items() if not bool(v.isfinite().all())]
+        if bad:
+            raise InterpError(f"direction for layer {bad[0]} has NaN or infinite values", file=st)
         known = {f.name for f in dataclasses.fields(cls)} - {"vectors"}
         if "reduce" in meta and "tokens" not in meta:  # files written before the tokens rename
             meta["tokens"] = meta["reduce"]
