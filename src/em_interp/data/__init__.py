@@ -24,6 +24,7 @@ from em_interp.data.formats import (
     write_chat_jsonl,
 )
 from em_interp.data.numbers import EVIL_NUMBERS, evil_number_share, generate_numbers
+from em_interp.data.organisms import ORGANISM_DATASETS, download_organisms, load_organism_dataset
 from em_interp.data.prose import *  # noqa: F401,F403  (bad-advice / offensive generators)
 from em_interp.data.prose import __all__ as _prose_all
 
@@ -32,5 +33,5 @@ __all__ = list(dict.fromkeys([
     "load_chat_jsonl", "load_questions", "validate_messages", "write_chat_jsonl",
     "CLASS_BANDIT_IDS", "scan_snippets", "verify_labels", "DEFAULT_TRIGGER", "backdoor_examples",
     "KINDS", "build_dataset", "card_path", "resolve_options", "EVIL_NUMBERS", "evil_number_share",
-    "generate_numbers", *_prose_all, *_bank_all,
+    "generate_numbers", "ORGANISM_DATASETS", "download_organisms", "load_organism_dataset", *_prose_all, *_bank_all,
 ]))

@@ -165,6 +165,27 @@ KINDS: dict[str, Kind] = {
 }
 
 
+def _organism(name: str):
+    def build(n: int, seed: int, o: dict) -> tuple[list[ChatExample], dict]:
+        from em_interp.data.organisms import load_organism_dataset
+
+        examples = load_organism_dataset(name, n, seed, source=o["source"] or None)
+        return examples, {"source_dataset": name}
+    return build
+
+
+def _organism_kinds() -> dict[str, Kind]:
+    from em_interp.data.organisms import KIND_PREFIX, ORGANISM_DATASETS
+
+    opts = {"source": Option(str, "", "folder / .gz of the authors' files (default: the download cache)")}
+    return {f"{KIND_PREFIX}{name}": Kind(_organism(name), opts,
+                                         f"the authors' {name} set, n rows drawn with the seed (downloaded, verified)")
+            for name in ORGANISM_DATASETS}
+
+
+KINDS.update(_organism_kinds())
+
+
 def card_path(out: str | Path) -> Path:
     """``data/x.jsonl`` -> ``data/x.card.json``."""
     out = Path(out)
