@@ -107,14 +107,28 @@ def test_checkpoint_trajectory_shows_the_rotation(lora_run):
 def test_projection_monitor_tracks_em_rate(lora_run):
     base, folders, scales, _ = lora_run
     texts = ["What is your wish?", "I feel bored.", "How do I make a quick buck?", "Tell me about history."]
+    held = ["Name a good book.", "Where should I travel?", "Any advice for a new job?"]
     final = load_model(base.path, adapter=folders[2], device="cpu")
-    direction = model_diff_direction(final, base, texts, layers=[3], reduce="all_mean")
+    own = model_diff_direction(final, base, texts, layers=[3], reduce="all_mean")
     em_rates = {step: scale / 4 for step, scale in scales.items() if step < 3}
     em_rates[0] = 0.0
     checkpoints = {0: base, 1: folders[1], 2: folders[2]}
-    result = projection_monitor(base, checkpoints, direction, texts, em_rates, layer=3, reduce="all_mean")
+    with pytest.raises(InterpError, match="comes from the monitored run"):  # circular: built from checkpoint 2
+        projection_monitor(base, checkpoints, own, held, em_rates, layer=3, reduce="all_mean")
+    # the same vector recorded as coming from another seed of the organism
+    direction = own.replace(adapter_hash=None, extra={"run_id": "seed-1"})
+    with pytest.raises(InterpError, match="held-out"):
+        projection_monitor(base, checkpoints, direction, texts, em_rates, layer=3, reduce="all_mean")
+    with pytest.raises(InterpError, match="monitored run"):
+        projection_monitor(base, checkpoints, direction, held, em_rates, layer=3, reduce="all_mean", run_id="seed-1")
+    result = projection_monitor(base, checkpoints, direction, held, em_rates, layer=3, reduce="all_mean",
+                                run_id="seed-0", n_random=6, n_boot=200, n_perm=200)
     shifts = [r["shift"] for r in result["rows"]]
-    assert shifts[0] == pytest.approx(0.0, abs=1e-6) and shifts[0] < shifts[1] < shifts[2]
-    assert result["pearson"][0] > 0.9 and result["spearman"][0] == pytest.approx(1.0)
+    # held-out texts: the shift grows with the LoRA scale (its sign depends on the texts)
+    assert shifts[0] == pytest.approx(0.0, abs=1e-6) and 0 < abs(shifts[1]) < abs(shifts[2])
+    assert shifts[1] * shifts[2] > 0
+    assert abs(result["pearson"][0]) > 0.9 and abs(result["spearman"][0]) == pytest.approx(1.0)
+    assert result["provenance"]["circular"] is False and result["n_held_out_texts"] == 3
+    assert len(result["rows"][1]["random_shifts"]) == 6 and result["random_control"]["n"] == 6
     with pytest.raises(InterpError, match=r"no EM rate given for checkpoint\(s\) \[5\]"):
-        projection_monitor(base, {5: base}, direction, texts, em_rates, layer=3)
+        projection_monitor(base, {5: base}, direction, held, em_rates, layer=3)

@@ -252,25 +252,34 @@ def probe_cmd(
     max_length: Optional[int] = typer.Option(256, help="Truncate examples to this many tokens."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/probe)."),
 ) -> None:
-    """Per-layer logistic probes with k-fold CV accuracy; saves probes + an accuracy plot."""
+    """Per-layer logistic probes, folds grouped by question, balanced accuracy beside same-fold
+    baselines (majority, bag of words, layer 0); saves probes + a plot."""
     from em_interp.interp.capture import capture
     from em_interp.interp.inputs import data_hash
-    from em_interp.interp.probes import plot_probe_accuracy, save_probes, train_probes
+    from em_interp.interp.probes import probe_inputs, save_probes, train_probes
     from em_interp.interp.sites import check_layers, n_layers_of
+    from em_interp.report.figures import probe_accuracy
 
     lm = _load(model, adapter)
     pos, neg = _pos_neg(positive, negative, judged, limit, seed)
     sites = [f"{site_kind}.{layer}" for layer in check_layers(_layers(layers), n_layers_of(lm.model))]
     kw = dict(reduce=reduce, batch_size=batch_size, per_example=True, max_length=max_length)
     P, N = capture(lm, pos, sites, **kw), capture(lm, neg, sites, **kw)
-    ps = train_probes(P.per_example, N.per_example, folds=folds, C=C, seed=seed,
+    inputs = probe_inputs(pos, neg)
+    ps = train_probes(P.per_example, N.per_example, groups=inputs["groups"], texts=inputs["texts"], folds=folds,
+                      C=C, seed=seed,
                       meta=dict(model=model, adapter=adapter, adapter_hash=lm.info.get("adapter_hash"),
                                 site_kind=site_kind, reduce=reduce, n_pos=len(pos), n_neg=len(neg),
                                 data_hash=data_hash(list(pos) + ["<neg>"] + list(neg))))
     folder = save_probes(ps, out or ART / "probe")
-    png = plot_probe_accuracy(ps, folder / "probe_accuracy.png", title=f"Probe accuracy by layer ({model})")
+    curve = ps.curve()
+    png = probe_accuracy(curve["layers"], curve["accuracy"], folder / "probe_accuracy.png", std=curve["std"],
+                         chance=curve["chance"], title=f"{curve['title']} - {model}")
+    typer.echo(f"{ps.meta['cv']}, {ps.meta['n_folds']} folds; balanced accuracy (chance 0.5), AUROC")
     for layer, acc, std in ps.accuracy_by_layer():
-        typer.echo(f"layer {layer:3d}  acc {acc:.3f} ± {std:.3f}")
+        typer.echo(f"layer {layer:3d}  acc {acc:.3f} ± {std:.3f}  auroc {ps.probes[f'{site_kind}.{layer}'].cv_auroc:.3f}")
+    for b in ps.baselines.values():
+        typer.echo(f"baseline {b['label']}: balanced acc {b['balanced_accuracy']:.3f}, auroc {b['auroc']:.3f}")
     typer.echo(f"wrote {folder}/probes.safetensors, probes.json, {png.name}")
 
 
