@@ -99,3 +99,16 @@ def test_subsample_is_reproducible_and_the_build_kind_uses_it(tmp_path, monkeypa
     card = build_dataset(f"model-organisms/{NAME}", 40, 1, tmp_path / "arm.jsonl")
     assert card["counts"]["examples"] == 40 and card["source_dataset"] == NAME
     assert [e.messages for e in load_chat_jsonl(tmp_path / "arm.jsonl")] == [e.messages for e in a]
+
+
+@needs_shared
+def test_cli_download_from_one_gz(tmp_path):
+    from typer.testing import CliRunner
+
+    from em_interp.data.cli import data_app
+
+    res = CliRunner().invoke(data_app, ["download", "model-organisms", "--from", str(SHARED / f"{NAME}.jsonl.gz"),
+                                        "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert f"ok {NAME}: {tmp_path / 'out' / (NAME + '.jsonl')}" in res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{NAME}.jsonl"]

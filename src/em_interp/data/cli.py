@@ -126,11 +126,20 @@ def check_cmd(file: Path = typer.Argument(..., help="Chat JSONL or question YAML
 
 @data_app.command("download")
 def download_cmd(
-    name: str = typer.Argument("em-paper", help="Dataset to fetch (em-paper)."),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder (default: <cache>/datasets/<name>)."),
+    name: str = typer.Argument("em-paper", help="Dataset to fetch (em-paper | model-organisms)."),
+    dest: Optional[Path] = typer.Option(None, "--dest", "--out", help="Folder (default: <cache>/datasets/<name>)."),
     all_files: bool = typer.Option(False, "--all", help="Also the large optional files (backdoor, evil numbers)."),
+    source: Optional[Path] = typer.Option(None, "--from", help="model-organisms: a folder or .gz file of the "
+                                                              "authors' datasets instead of their archive."),
 ) -> None:
-    """Fetch the EM paper's data from its original repository, verified against pinned hashes."""
+    """Fetch a dataset from its authors, verified against pinned hashes (model-organisms: the
+    authors' encrypted archive, or --from a folder / .gz you already have)."""
+    if name == "model-organisms":
+        from em_interp.data.organisms import download_organisms
+
+        for ds, path in download_organisms(dest, source=source).items():
+            typer.echo(f"ok {ds}: {path}")
+        return
     from em_interp.data.download import download
 
     for path in download(name, dest, include_optional=all_files):
