@@ -109,7 +109,8 @@ def calibrated_share(rows: list[dict], judge: str | None, *, thresholds: rules.T
         if got is not None:
             share, lo, hi = (got.as_tuple() if hasattr(got, "as_tuple") else tuple(got))[:3]
             return {"share": share, "low": lo, "high": hi, "calibrated": True, "judge": judge,
-                    "method": getattr(got, "method", None) or f"judge calibration ({getattr(fn, '__qualname__', fn)})"}
+                    "method": getattr(got, "method", None) or f"judge calibration ({getattr(fn, '__qualname__', fn)})",
+                    "ci_method": getattr(got, "ci_method", None)}
     else:
         why = "no judge calibration available" if fn is None else "no rows"
     labels = [rules.classify_row(r, thresholds=thresholds) for r in rows]
