@@ -186,7 +186,8 @@ def test_steering_sweep_rows_and_resume(tiny_lm, direction, tmp_path):
         return {"misaligned_share": min(1.0, shift / 10), "logit_shift": shift}
 
     out = tmp_path / "sweep.jsonl"
-    rows = steering_sweep(tiny_lm, direction, [0.0, 4.0], [1, 2], eval_fn, out_path=out)
+    # (random_seed 5: the fixture itself is torch.randn under seed 0, the control's default seed)
+    rows = steering_sweep(tiny_lm, direction, [0.0, 4.0], [1, 2], eval_fn, out_path=out, random_seed=5)
     assert [(r["direction"], r["layer"], r["alpha"]) for r in rows] == [
         ("direction", 1, 0.0), ("random", 1, 0.0), ("direction", 1, 4.0), ("random", 1, 4.0),
         ("direction", 2, 0.0), ("random", 2, 0.0), ("direction", 2, 4.0), ("random", 2, 4.0)]
@@ -195,7 +196,7 @@ def test_steering_sweep_rows_and_resume(tiny_lm, direction, tmp_path):
     assert rows[0]["logit_shift"] == 0.0 and rows[2]["logit_shift"] > 0 and rows[3]["logit_shift"] > 0
     assert rows[2]["logit_shift"] != rows[3]["logit_shift"]  # the random control is another direction
     assert len(calls) == 6 and len(out.read_text().splitlines()) == 8  # alpha=0 random row reuses the no-op
-    again = steering_sweep(tiny_lm, direction, [0.0, 4.0, 8.0], [1, 2], eval_fn, out_path=out)
+    again = steering_sweep(tiny_lm, direction, [0.0, 4.0, 8.0], [1, 2], eval_fn, out_path=out, random_seed=5)
     assert len(calls) == 10 and len(again) == 12  # only the new (layer, alpha) pairs ran
     assert [json.loads(x)["alpha"] for x in out.read_text().splitlines()][-4:] == [8.0] * 4
     plain = steering_sweep(tiny_lm, direction, [4.0], [1], eval_fn, random_control=False)
