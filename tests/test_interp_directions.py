@@ -50,7 +50,14 @@ def test_direction_arithmetic_normalize_immutable():
     with pytest.raises(InterpError, match="no vector for layer 5"):
         a.vector(5)
     single = Direction({3: torch.ones(2)})
-    assert torch.equal(single.vector(0), torch.ones(2))  # a single-layer direction serves every layer
+    with pytest.raises(InterpError, match="broadcast=True"):  # not reused at another layer silently
+        single.vector(0)
+    assert torch.equal(single.vector(0, broadcast=True), torch.ones(2))  # only when asked
+    with pytest.raises(InterpError, match="no vector for layer 5"):
+        a.vector(5, broadcast=True)  # broadcast only spreads a single-layer direction
+    torch.testing.assert_close(a.to_torch(), torch.stack([a[1], a[2]]))
+    assert a.to_numpy().shape == (2, 2) and a.to_numpy().dtype.name == "float32"
+    assert Direction({0: torch.ones(2)}, tokens="all_mean").tokens == "all"  # old reduce value, new name
 
 
 def test_save_load_round_trip_and_model_checks(tmp_path, tiny_lm):
