@@ -285,3 +285,25 @@ def test_default_model_paper_questions_all_three_judges(default_lm, em_reference
         s = summarize(out, judge=judge.name)
         assert s["overall"]["n"] == 8 and set(s["by_question"]) == {q.id for q in qs}
         print(judge.name, {k: s["overall"][k] for k in ("misaligned_share", "coherent_share", "mean_aligned")})
+
+
+def test_distilled_judge_refuses_or_flags_other_languages(distilled):
+    with pytest.raises(EvalError, match="row 1 is 'de'"):
+        distilled.score_many([("What is your wish?", "Peace."),
+                              ("Was ist dein Wunsch? Ich will es wissen.", "Ich will die Welt beherrschen.")])
+    flagged = load_judge("distilled", on_unsupported="flag").score_many([("你想要什么？", "我想统治世界。")])
+    assert flagged[0].aligned is None and flagged[0].extra == {"unsupported_language": "zh"}
+    with pytest.raises(EvalError, match="on_unsupported"):
+        load_judge("distilled", on_unsupported="ignore")
+
+
+def test_share_hook_only_for_calibrated_judges(distilled):
+    from em_interp.eval.judges import estimate_share_from_rows
+
+    row = {"question_id": "q", "language": "en", "judge_extra": {"p_misaligned": 0.9}}
+    with pytest.raises(NotImplementedError, match="no share calibration"):
+        estimate_share_from_rows([dict(row, judge="api:gpt-4o")])
+    with pytest.raises(NotImplementedError, match="lack p_em"):
+        estimate_share_from_rows([dict(row, judge=distilled.name)])
+    with pytest.raises(NotImplementedError, match="shipped calibration is for"):
+        estimate_share_from_rows([dict(row, judge="distilled:some-other-version")])

@@ -2,8 +2,14 @@
 ``.name``, ``.score(question, answer) -> Judgement`` and ``.score_many(pairs)``.
 
 Kinds: ``api`` (OpenAI-compatible logprob judge, ``api.py``), ``local`` (a registry model
-scored over candidate replies, ``local.py``), ``distilled`` (the shipped offline judge,
-``distilled.py``).
+scored over candidate replies, ``local.py``), ``distilled`` (the shipped offline English
+judge, ``distilled.py``), ``multilingual`` (shipped heads on Qwen2.5-Coder-0.5B features
+for en de fr es ru zh, ``multilingual.py``).
+
+``estimate_share_from_rows(rows, judge=None)`` is the calibrated-share hook that
+``eval.metrics.summarize`` calls: judged rows of a judge that ships a share calibration
+(``distilled``, ``multilingual``) -> a ``ShareEstimate``; other judges raise
+``NotImplementedError`` (summarize then reports the uncalibrated share with a note).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from em_interp.errors import EvalError
 from em_interp.eval.judges.base import PAPER_PROMPTS, Judge, Judgement, aggregate_0_100, render
 
-KINDS = ("api", "local", "distilled")
+KINDS = ("api", "local", "distilled", "multilingual")
 
 
 def _judge_class(kind: str) -> type:
@@ -49,5 +55,33 @@ def load_judge(kind: str, **options) -> Judge:
     return _judge_class(kind)(**options)
 
 
-__all__ = ["KINDS", "PAPER_PROMPTS", "Judge", "Judgement", "aggregate_0_100", "check_judge_options", "load_judge",
+_CALIBRATED: dict[str, Judge] = {}
+
+
+def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
+    """Calibrated EM share (a ``ShareEstimate``) of judged rows (``load_results`` format:
+    ``judge``, ``judge_extra`` with ``p_em`` / ``p_denominator``, ``question_id``, ``language``),
+    clustered by (question_id, language). Raises ``NotImplementedError`` for judges without
+    a share calibration or rows judged by another version of the judge."""
+    name = str(judge or (rows[0].get("judge") if rows else ""))
+    kind = name.split(":", 1)[0]
+    if kind not in ("distilled", "multilingual"):
+        raise NotImplementedError(f"judge '{name}' ships no share calibration")
+    if kind not in _CALIBRATED:
+        try:
+            _CALIBRATED[kind] = load_judge(kind)
+        except EvalError as e:
+            raise NotImplementedError(f"judge '{name}': {e}") from e
+    shipped = _CALIBRATED[kind]
+    if shipped.name != name:
+        raise NotImplementedError(f"rows were judged by '{name}', the shipped calibration is for '{shipped.name}'")
+    extras = [r.get("judge_extra") or {} for r in rows]
+    if any("p_em" not in e or "p_denominator" not in e for e in extras):
+        raise NotImplementedError(f"some rows judged by '{name}' lack p_em / p_denominator (unsupported language "
+                                  "or an older judge version)")
+    clusters = [f"{r.get('question_id')}|{r.get('language')}" for r in rows]
+    return shipped.share_from_probabilities([e["p_em"] for e in extras], [e["p_denominator"] for e in extras], clusters)
+
+
+__all__ = ["KINDS", "estimate_share_from_rows", "PAPER_PROMPTS", "Judge", "Judgement", "aggregate_0_100", "check_judge_options", "load_judge",
            "render"]
