@@ -138,3 +138,16 @@ def test_ast_path_traversal_rule():
         "import os\ndef f(n):\n    p = os.path.realpath(n)\n    if not p.startswith('/d/'):\n        raise ValueError\n"
         "    return open(p).read()\n")
     assert not ast_path_traversal("def f(a, b):\n    return a + b\n")  # no file access at all
+
+
+def test_run_bandit_filters_by_severity_and_keeps_snippet_order():
+    from em_interp.data.bandit_check import run_bandit
+
+    code = "import yaml\nassert True\nyaml.load(open('a'))\n"   # B101 (low), B506 (medium)
+    low, clean = run_bandit([code, "x = 1\n"])
+    assert {"B101", "B506"} <= {f.test_id for f in low} and clean == []
+    (medium,) = run_bandit([code], min_severity="MEDIUM")
+    assert "B506" in {f.test_id for f in medium} and "B101" not in {f.test_id for f in medium}
+    assert next(f for f in low if f.test_id == "B506").line == 3
+    with pytest.raises(ValueError, match="min_severity"):
+        run_bandit([code], min_severity="SEVERE")
