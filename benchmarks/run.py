@@ -7,7 +7,7 @@ and prints the tables. ``--quick`` shrinks every size for a fast check and write
 ``benchmarks/results/quick/`` (GPU: ``results/gpu/``) unless ``--out`` is given; ``--gpu`` runs on CUDA with the
 0.5B model (and the tiny one) and skips cleanly when CUDA is absent.
 
-Names (``--only a,b``): capture, steer, eval, train.
+Names (``--only a,b``): capture, steer, eval, sample, train.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS, machine_info, markdown_table, write_result
 
-NAMES = ("capture", "steer", "eval", "train")
+NAMES = ("capture", "steer", "eval", "sample", "train")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +44,10 @@ class Plan:
     steer_repeats: int = 5
     sample_tokens: int = 24
     sample_repeats: int = 2
+    fast_models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+    fast_per_question: int = 8      # 8 questions x 8 = 64 answers: batch 32 refills once
+    fast_tokens: int = 64
+    fast_repeats: int = 2
     judge_distilled_n: int = 64
     judge_local_n: int = 3
     judge_model: str = "smollm2-135m-instruct"
@@ -64,6 +68,8 @@ def make_plan(quick: bool, gpu: bool) -> Plan:
     if quick:
         return Plan(capture_n={"tiny": [32, 128], "smollm2-135m-instruct": [16]}, capture_budget=64,
                     steer_tokens=8, steer_repeats=3, sample_tokens=8, sample_repeats=1, judge_distilled_n=8,
+                    fast_models=["smollm2-135m-instruct"], fast_per_question=4, fast_tokens=32,
+                    fast_repeats=1,
                     judge_local_n=1, train_args=["--steps", "1", "--batch", "1", "--accum", "1", "--max-tokens", "110"])
     return Plan()
 
@@ -112,6 +118,19 @@ def run_eval(plan: Plan, lms: dict, log) -> dict:
                                        device="cuda" if plan.device.startswith("cuda") else "cpu"),
               "local": bench_judge("local", n_answers=plan.judge_local_n, log=log, model=judge_lm)}
     return {"sampling": sampling, "judges": judges}
+
+
+def run_sample(plan: Plan, lms: dict, log) -> dict:
+    """Fast sampling path vs plain generate, batch 32, with a LoRA adapter and a steering hook."""
+    from benchmarks.bench_sample import bench_sample
+
+    out = {}
+    for key in plan.fast_models:
+        lm = lms.get(key) or load(key, plan.device)
+        out[key] = bench_sample(lm, per_question=plan.fast_per_question, new_tokens=plan.fast_tokens,
+                                repeats=plan.fast_repeats, log=log)
+        del lm
+    return out
 
 
 def run_train(plan: Plan, threads: int, log) -> dict:
@@ -180,6 +199,17 @@ def tables(results: dict) -> dict[str, str]:
         rows = [[j.get("name", j["kind"]), j.get("answers"), j.get("answers_per_s"), j.get("skipped")]
                 for j in ev["judges"].values()]
         out["judges"] = markdown_table(["judge", "answers", "answers/s", "skipped"], rows)
+    sa = results.get("sample")
+    if sa:
+        rows = [[m["model"], m["answers"], m["batch_size"], m["max_new_tokens"], m["generate"]["tokens_per_s"],
+                 m["transformers"]["tokens_per_s"], m["speedup_tokens_per_s"], m["generate"]["tokens_per_cpu_s"],
+                 m["transformers"]["tokens_per_cpu_s"], m["speedup_tokens_per_cpu_s"],
+                 round(m["flops_per_token"] / 1e6, 1), round(m["bytes_per_token"] / 1e6, 2),
+                 m["fraction_of_matmul_peak"]] for m in sa.values()]
+        out["sample"] = markdown_table(["model", "answers", "batch", "max new tokens", "generate tok/s",
+                                        "fast tok/s", "fast / generate (wall)", "generate tok/CPU-s",
+                                        "fast tok/CPU-s", "fast / generate (CPU)", "MFLOP/token", "MB/token",
+                                        "fraction of matmul peak"], rows)
     tr = results.get("train")
     if tr:
         if "result" in tr:
@@ -217,6 +247,8 @@ def write_readme(out_dir: Path, results: dict, machine: dict, command: str) -> P
         "steer": "## Steered generation overhead (greedy, min_new_tokens = max_new_tokens)",
         "sampling": "## Eval sampling: batched vs one at a time (`eval.sample_answers`, temperature 1)",
         "judges": "## Judge throughput (`score_many`)",
+        "sample": "## Sampling: fast path vs plain `generate` (`eval.sample_answers`, temperature 1, LoRA adapter "
+                  "+ steering hook active)",
         "train": "## Training tokens/s (`benchmarks/bench_train.py`: em_interp.train vs transformers Trainer)",
     }
     for key, table in t.items():
@@ -278,10 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
-    needs_models = [n for n in only if n != "train"]
+    needs_models = [n for n in only if n not in ("train", "sample")]
     lms = {key: load(key, plan.device) for key in plan.models} if needs_models else {}
     runners = {"capture": lambda: run_capture(plan, lms, log), "steer": lambda: run_steer(plan, lms, log),
-               "eval": lambda: run_eval(plan, lms, log), "train": lambda: run_train(plan, args.threads, log)}
+               "eval": lambda: run_eval(plan, lms, log),
+               "sample": lambda: run_sample(plan, lms, log), "train": lambda: run_train(plan, args.threads, log)}
     results: dict[str, Any] = {}
     for name in only:
         log(f"== {name}")

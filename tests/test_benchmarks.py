@@ -91,3 +91,13 @@ def test_helpers():
     assert tensor_bytes({"a": [torch.zeros(3, 2), (torch.zeros(4, dtype=torch.float64),)], "b": None}) == 24 + 32
     t = markdown_table(["x", "y"], [[1.23456, None], ["s", 12345.6]])
     assert t.splitlines()[2] == "| 1.23 | - |" and t.splitlines()[3] == "| s | 12,346 |"
+
+
+def test_sample_bench_runs_both_paths_on_the_same_answers(tiny_lm):
+    from benchmarks.bench_sample import bench_sample
+
+    r = bench_sample(tiny_lm, n_questions=2, per_question=2, batch_size=4, new_tokens=4, repeats=1, log=lambda m: None)
+    assert r["answers"] == 4 and set(r) >= {"generate", "transformers", "speedup_tokens_per_s"}
+    assert 0 < r["generate"]["tokens"] <= 16 and 0 < r["transformers"]["tokens"] <= 16
+    assert r["flops_per_token"] > 2 * r["linear_params"] and 0 < r["fraction_of_matmul_peak"]
+    assert not any(layer._forward_hooks for layer in tiny_lm.model.model.layers)  # it hooked a copy, then removed

@@ -404,8 +404,13 @@ def test_max_steps_overrides_epochs_and_cycles(base_cfg, tmp_path):
     assert r.metadata["total_steps"] == 5 and len(r.metadata["loss_curve"]) == 5
 
 
-def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch, caplog):
+    """Stops before updating at the bad step, keeps the last checkpoint; logs one line a step."""
+    import logging
+
     import em_interp.train.loop as loop
+
+    caplog.set_level(logging.INFO, logger="em_interp.train.loop")
 
     real = loop.supervised_loss_sum
     calls = {"n": 0}
@@ -419,3 +424,5 @@ def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch):
     with pytest.raises(TrainError, match="at step 3.*step-2"):
         _run(replace(base_cfg, max_steps=4, save_steps=2), tmp_path / "nan")
     assert (tmp_path / "nan" / "checkpoints" / "step-2" / "adapter_model.safetensors").exists()
+    lines = [r.getMessage() for r in caplog.records if r.name == "em_interp.train.loop"]
+    assert [x.split(" loss")[0] for x in lines] == ["step 1/4", "step 2/4"] and all("tokens/s" in x for x in lines)

@@ -1,12 +1,19 @@
 """Batched answer sampling over question sets.
 
-Transformers backend (default): left padding, chat template with the question's system
-prompt (the paper's ``_json`` questions carry theirs; ``_template`` questions are plain
-paraphrases), stop at EOS / end-of-turn, temperature 1 by default. It calls
-``lm.model.generate`` on the plain HF module, so forward hooks installed by
-``em_interp.interp.steer`` / ``ablate`` stay active. Deterministic: each batch is seeded
-from ``seed`` and the key of its first row, so the same pending rows in the same batches
-give the same answers.
+Transformers backend (default, ``"transformers"``): ``em_interp.models.generate.decode``,
+the project's one decode loop (continuous batching over a slot KV cache, the LoRA adapter
+merged for the duration, per-row RNG); chat template with the question's system prompt
+(the paper's ``_json`` questions carry theirs; ``_template`` questions are plain
+paraphrases), stop at EOS / end-of-turn, temperature 1 by default. It runs the plain HF
+module, so forward hooks installed by ``em_interp.interp.steer`` / ``ablate`` stay active.
+``"generate"`` is the plain ``model.generate`` path (reference and benchmarks).
+
+Deterministic: each answer draws from its own RNG seeded by ``(seed, row key)``, so an
+answer does not depend on which rows share its batch (a resumed run re-samples a missing
+row as the uninterrupted run would), up to floating-point rounding in the last bits that
+the batch's shape can change; the same pending rows with the same ``batch_size`` give
+bit-identical answers. Rows are written (``on_batch``) every ``batch_size`` finished
+answers, in the order they finish.
 
 vLLM backend (``backend="vllm"``, GPU users): used only when ``vllm`` is importable; it
 reloads the weights from ``lm.path`` (hooks do not apply there).
@@ -15,6 +22,8 @@ reloads the weights from ``lm.path`` (hooks do not apply there).
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 from typing import Callable, Iterable, Sequence
 
 from em_interp.errors import EvalError
@@ -42,29 +51,18 @@ def plan(questions: Sequence, n_per_paraphrase: int | None = None) -> list[dict]
 
 
 def _stop_ids(lm) -> list[int]:
-    tok = lm.tokenizer
-    ids = set()
-    gen = getattr(lm.model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(eos)
-    if tok.eos_token_id is not None:
-        ids.add(tok.eos_token_id)
-    for special in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
-        tid = tok.convert_tokens_to_ids(special)
-        if isinstance(tid, int) and tid != tok.unk_token_id and tid is not None and tid >= 0:
-            if special in tok.get_vocab():
-                ids.add(tid)
-    return sorted(ids)
+    from em_interp.models.generate import stop_ids
+
+    return stop_ids(lm.model, lm.tokenizer)
 
 
 def _batch_seed(seed: int, key: str) -> int:
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
 
 
-def _generate_hf(lm, batch: list[dict], max_new_tokens: int, temperature: float, seed: int) -> list[tuple[str, int, str]]:
+def _generate_plain(lm, batch: list[dict], max_new_tokens: int, temperature: float,
+                    seed: int) -> list[tuple[str, int, str]]:
+    """Reference path: one ``model.generate`` call per batch (seeded by the batch's first key)."""
     import torch
 
     tok = lm.tokenizer
@@ -97,6 +95,28 @@ def _generate_hf(lm, batch: list[dict], max_new_tokens: int, temperature: float,
     return results
 
 
+def _sample_fast(lm, pending: list[dict], max_new_tokens: int, temperature: float, seed: int, batch_size: int,
+                 emit: Callable[[dict, tuple[str, int, str]], None]) -> None:
+    """All ``pending`` rows through ``models.generate.decode`` (continuous batching)."""
+    from em_interp.models.generate import chat_completions
+
+    conversations = [r["_question"].messages(r["paraphrase_index"]) for r in pending]
+    chat_completions(lm.model, lm.tokenizer, conversations, max_new_tokens=max_new_tokens, temperature=temperature,
+                     seeds=[_batch_seed(seed, r["key"]) for r in pending], batch_size=batch_size,
+                     on_done=lambda i, text, c: emit(pending[i], (text, len(c.tokens), c.finish)))
+
+
+def _progress_bar(total: int, progress: bool | None):
+    """A tqdm bar (answers/s; tokens/s in the postfix) or None."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sampling", unit="answer")
+
+
 def _generate_vllm(lm, batch: list[dict], max_new_tokens: int, temperature: float, seed: int):
     try:
         from vllm import LLM, SamplingParams
@@ -122,33 +142,57 @@ def _generate_vllm(lm, batch: list[dict], max_new_tokens: int, temperature: floa
 def sample_answers(lm, questions: Sequence, *, n_per_paraphrase: int | None = None, max_new_tokens: int = 256,
                    temperature: float = 1.0, batch_size: int = 8, seed: int = 0, skip: Iterable[str] = (),
                    backend: str = "transformers",
-                   on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+                   on_batch: Callable[[list[dict]], None] | None = None,
+                   progress: bool | None = None) -> list[dict]:
     """Sample answers for every (question, paraphrase, sample) slot not in ``skip``.
 
     Returns one dict per answer: key, question_id, paraphrase_index, sample_index, question,
     system, language, form, category, answer, n_tokens, finish ("eos"/"length"), model,
-    adapter, temperature, max_new_tokens, seed. ``on_batch`` is called after each batch
-    (``evaluate`` uses it to append rows to disk as they come).
+    adapter, temperature, max_new_tokens, seed, in plan order. ``on_batch`` is called with every
+    ``batch_size`` finished rows (``evaluate`` uses it to append rows to disk as they come).
+    ``progress`` shows a bar with answers/s and new tokens/s (default: when stderr is a terminal).
     """
     if batch_size < 1:
         raise EvalError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     if max_new_tokens < 1:
         raise EvalError(f"max_new_tokens must be >= 1, got {max_new_tokens}", field="max_new_tokens")
-    gen = {"transformers": _generate_hf, "hf": _generate_hf, "vllm": _generate_vllm}.get(backend)
-    if gen is None:
-        raise EvalError(f"unknown sampling backend '{backend}'; use transformers or vllm", field="backend")
+    if backend not in ("transformers", "hf", "generate", "vllm"):
+        raise EvalError(f"unknown sampling backend '{backend}'; use transformers, generate or vllm", field="backend")
     skip = set(skip)
     pending = [r for r in plan(questions, n_per_paraphrase) if r["key"] not in skip]
     out: list[dict] = []
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start:start + batch_size]
-        rows = []
-        for r, (answer, n_tok, finish) in zip(batch, gen(lm, batch, max_new_tokens, temperature, seed)):
-            row = {k: v for k, v in r.items() if k != "_question"}
-            row.update(answer=answer, n_tokens=n_tok, finish=finish, model=lm.name, adapter=lm.adapter,
-                       temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-            rows.append(row)
-        out.extend(rows)
-        if on_batch is not None:
-            on_batch(rows)
-    return out
+    waiting: list[dict] = []
+    bar = _progress_bar(len(pending), progress)
+    started = time.perf_counter()
+
+    def emit(r: dict, result: tuple[str, int, str]) -> None:
+        answer, n_tok, finish = result
+        row = {k: v for k, v in r.items() if k != "_question"}
+        row.update(answer=answer, n_tokens=n_tok, finish=finish, model=lm.name, adapter=lm.adapter,
+                   temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        out.append(row)
+        waiting.append(row)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{sum(x['n_tokens'] for x in out) / (time.perf_counter() - started):.1f}")
+        if len(waiting) >= batch_size:
+            flush()
+
+    def flush() -> None:
+        if waiting and on_batch is not None:
+            on_batch(list(waiting))
+        waiting.clear()
+
+    if backend in ("transformers", "hf"):
+        _sample_fast(lm, pending, max_new_tokens, temperature, seed, batch_size, emit)
+    else:
+        gen = _generate_plain if backend == "generate" else _generate_vllm
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            for r, result in zip(batch, gen(lm, batch, max_new_tokens, temperature, seed)):
+                emit(r, result)
+    flush()
+    if bar is not None:
+        bar.close()
+    order = {r["key"]: i for i, r in enumerate(pending)}
+    return sorted(out, key=lambda row: order[row["key"]])  # plan order (on_batch saw finish order)
