@@ -114,13 +114,20 @@ def test_projection_monitor_tracks_em_rate(lora_run):
     em_rates[0] = 0.0
     checkpoints = {0: base, 1: folders[1], 2: folders[2]}
     with pytest.raises(InterpError, match="comes from the monitored run"):  # circular: built from checkpoint 2
-        projection_monitor(base, checkpoints, own, held, em_rates, layer=3, reduce="all_mean")
+        projection_monitor(base, checkpoints, own, held, em_rates, layer=3, reduce="all_mean", same_run="refuse")
     # the same vector recorded as coming from another seed of the organism
     direction = own.replace(adapter_hash=None, extra={"run_id": "seed-1"})
     with pytest.raises(InterpError, match="held-out"):
-        projection_monitor(base, checkpoints, direction, texts, em_rates, layer=3, reduce="all_mean")
+        projection_monitor(base, checkpoints, direction, texts, em_rates, layer=3, reduce="all_mean",
+                           same_run="refuse")
     with pytest.raises(InterpError, match="monitored run"):
-        projection_monitor(base, checkpoints, direction, held, em_rates, layer=3, reduce="all_mean", run_id="seed-1")
+        projection_monitor(base, checkpoints, direction, held, em_rates, layer=3, reduce="all_mean", run_id="seed-1",
+                           same_run="refuse")
+    with pytest.warns(UserWarning, match="circular"):  # the default flags it loudly instead
+        flagged = projection_monitor(base, {0: base, 2: folders[2]}, direction, texts, {0: 0.0, 2: 0.25}, layer=3,
+                                     reduce="all_mean", n_random=2, n_boot=20, n_perm=20)
+    assert flagged["provenance"]["circular"] is True and "texts the direction was built from" in " ".join(
+        flagged["provenance"]["reasons"])
     result = projection_monitor(base, checkpoints, direction, held, em_rates, layer=3, reduce="all_mean",
                                 run_id="seed-0", n_random=6, n_boot=200, n_perm=200)
     shifts = [r["shift"] for r in result["rows"]]

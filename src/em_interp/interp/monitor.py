@@ -8,9 +8,11 @@ share (given). Guards and controls:
 - the direction must come from *outside* the monitored run (another seed, another
   organism, or a base-model persona vector): a direction whose ``adapter_hash`` is one of
   the monitored checkpoints' adapter hashes, or whose ``extra["run_id"]`` is the monitored
-  ``run_id``, is refused (``same_run="flag"`` keeps it, marked ``circular``);
+  ``run_id``, is circular: ``check_provenance`` refuses it by default,
+  ``projection_monitor`` flags it loudly by default (warning + ``provenance.circular``) and
+  refuses it with ``same_run="refuse"``;
 - the monitored texts must be held out: texts whose ``data_hash`` equals the direction's,
-  or that appear in ``direction_texts``, are refused;
+  or that appear in ``direction_texts``, are circular in the same way;
 - a same-norm random-direction control: ``n_random`` seeded random directions projected on
   the same mean shifts, with their correlations as a null distribution;
 - Pearson and Spearman correlations with a bootstrap CI over checkpoints and a permutation
@@ -119,16 +121,19 @@ def check_provenance(direction: Direction, *, run_id: str | None = None, adapter
         raise InterpError("the direction comes from the monitored run (" + "; ".join(reasons) + "): use a direction "
                           "from another seed, another organism or a base-model persona vector, or pass "
                           "same_run='flag'", field="direction")
+    text_reasons = []
     if examples and direction.data_hash and data_hash(examples) == direction.data_hash:
-        raise InterpError("the monitored texts are the texts the direction was built from: monitor held-out texts",
-                          field="examples")
+        text_reasons.append("the monitored texts are the texts the direction was built from")
     if direction_texts is not None:
         key = lambda ex: repr(messages_of(ex) if messages_of(ex) is not None else ex)  # noqa: E731
         seen = {key(t) for t in direction_texts}
         overlap = sum(key(e) in seen for e in examples)
         if overlap:
-            raise InterpError(f"{overlap} monitored text(s) were used to build the direction: monitor held-out texts",
-                              field="examples")
+            text_reasons.append(f"{overlap} monitored text(s) were used to build the direction")
+    if text_reasons and same_run == "refuse":
+        raise InterpError("; ".join(text_reasons) + ": monitor held-out texts (or pass same_run='flag')",
+                          field="examples")
+    reasons += text_reasons
     if reasons:
         warnings.warn("projection monitoring is circular: " + "; ".join(reasons), stacklevel=3)
     known = bool(direction.adapter_hash or direction.extra.get("run_id") or direction.method == "persona")
@@ -149,7 +154,7 @@ def projection_monitor(base: Any, checkpoints: Mapping[Any, Any], direction: Dir
                        em_rates: Mapping[Any, float], *, layer: int, site_kind: str = "resid_post",
                        reduce: str = "response_mean", batch_size: int = 8,
                        loader: Callable[[Any], Any] | None = None, run_id: str | None = None,
-                       direction_texts: Sequence[Any] | None = None, same_run: str = "refuse",
+                       direction_texts: Sequence[Any] | None = None, same_run: str = "flag",
                        n_random: int = 20, n_boot: int = 2000, n_perm: int = 5000, seed: int = 0) -> dict[str, Any]:
     """Rows ``{checkpoint, shift, em_rate, random_shifts}``, ``correlation`` (r, CI, permutation p),
     ``random_control``, ``provenance``; ``pearson`` / ``spearman`` as ``(r, p_perm)``.
@@ -157,7 +162,9 @@ def projection_monitor(base: Any, checkpoints: Mapping[Any, Any], direction: Dir
     ``checkpoints``: ``{label (e.g. step): LoadedModel or adapter folder}``; folders are
     loaded with ``loader(folder)`` (default: ``load_model(base.path, adapter=folder)``),
     one at a time. ``em_rates``: ``{label: misaligned share}`` (NaN: left out of the
-    correlation). ``examples`` must be held out from the direction's texts.
+    correlation). ``examples`` must be held out from the direction's texts. ``same_run``:
+    ``"flag"`` (default, so existing runs keep working: warns, ``provenance.circular``) or
+    ``"refuse"`` (an ``InterpError`` for a direction from the monitored run or non-held-out texts).
     """
     direction.check(base)
     missing = [k for k in checkpoints if k not in em_rates]
@@ -188,7 +195,8 @@ def projection_monitor(base: Any, checkpoints: Mapping[Any, Any], direction: Dir
         diff = capture(lm, examples, [site], reduce=reduce, batch_size=batch_size)[site].float() - base_means[site]
         rows.append({"checkpoint": label, "shift": float(diff @ v), "em_rate": float(em_rates[label]),
                      "random_shifts": [float(s) for s in rand @ diff]})
-    provenance = check_provenance(direction, run_id=run_id, adapter_hashes=hashes, same_run=same_run)
+    provenance = check_provenance(direction, run_id=run_id, adapter_hashes=hashes, examples=examples,
+                                  direction_texts=direction_texts, same_run=same_run)
     st = monitor_statistics([r["shift"] for r in rows], [r["em_rate"] for r in rows],
                             random_shifts=np.array([r["random_shifts"] for r in rows]).T.reshape(n_random, len(rows)),
                             n_boot=n_boot, n_perm=n_perm, seed=seed)
