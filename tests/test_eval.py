@@ -148,11 +148,13 @@ def test_kill_while_sampling_then_resume(tiny_lm, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiny_lm.model, "generate", flaky)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(tiny_lm, QS, CountingJudge(), out, n_per_paraphrase=2, max_new_tokens=5, batch_size=3)
+        evaluate(tiny_lm, QS, CountingJudge(), out, n_per_paraphrase=2, max_new_tokens=5, batch_size=3,
+                 backend="generate")  # plain path: one generate call a batch (fast path: test_sampling_fast)
     first = [r for r in _lines(out) if r["kind"] == "sample"]
     assert len(first) == 3
     calls["n"] = 10
-    evaluate(tiny_lm, QS, CountingJudge(), out, n_per_paraphrase=2, max_new_tokens=5, batch_size=3)
+    evaluate(tiny_lm, QS, CountingJudge(), out, n_per_paraphrase=2, max_new_tokens=5, batch_size=3,
+             backend="generate")
     assert calls["n"] == 10 + 2  # the 5 missing samples took 2 batches; the first batch was not redone
     samples = [r for r in _lines(out) if r["kind"] == "sample"]
     assert len(samples) == 8 and len({r["key"] for r in samples}) == 8
