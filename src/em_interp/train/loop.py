@@ -38,7 +38,6 @@ import torch
 from em_interp.config import to_dict
 from em_interp.errors import TrainError
 from em_interp.models.adapters import record_adapter_base
-from em_interp.models.adapters import record_adapter_base
 from em_interp.train import state as resume_state
 from em_interp.train.batching import collate, epoch_batches
 from em_interp.train.config import TrainConfig
@@ -173,8 +172,6 @@ def _versions() -> dict[str, str]:
 
 def _save_weights(model: Any, folder: Path, tokenizer: Any, full: bool) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
-    if not full:  # the adapter records its base: registry name, hub id, GGUF source, weights fingerprint
-        record_adapter_base(folder, model)
     if not full:  # the adapter records its base: registry name, hub id, GGUF source, weights fingerprint
         record_adapter_base(folder, model)
     if full:
