@@ -50,8 +50,9 @@ def test_report_diff_cli(model_and_adapter, tmp_path, capsys):
     Direction({1: torch.ones(64), 2: -torch.ones(64)}, model=str(folder)).save(tmp_path / "dir")
     code, out, err = _cli(["report", "diff", "--base", str(folder), "--adapter", str(adapter), "--texts", str(texts),
                            "--direction", str(tmp_path / "dir.safetensors"), "--out", str(tmp_path / "out"),
-                           "--tokens", "response"], capsys)
+                           "--tokens", "response", "--max-tokens", "256"], capsys)
     assert code == 0, err
+    assert "note: --max-tokens is deprecated; use --max-length" in err  # the old spelling still works
     assert out.split() == [str(tmp_path / "out" / n) for n in ("diff.json", "report.md", "report.html")]
     data = json.loads((tmp_path / "out" / "diff.json").read_text())
     assert data["cos_direction"][0] is None and data["cos_direction"][3] is None

@@ -3,6 +3,11 @@
 Each stage package contributes its commands through ``<package>/cli.py``, which
 defines ``register(app: typer.Typer)``. Errors of the toolkit's own types are printed
 as one line (file:line: field: message) with exit status 2, never as a traceback.
+
+One vocabulary across commands (docs/interfaces.md, "CLI vocabulary"): ``--out`` is always
+a folder; ``--max-length`` truncates inputs to that many tokens; ``--samples`` is the
+number of samples per question paraphrase; ``--max-new-tokens`` bounds generation. Older
+spellings stay as hidden aliases that print a deprecation line (``cli_options``).
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import importlib
 import os
 import sys
 
+from typing import Optional
+
 import typer
 
+from em_interp import __version__
 from em_interp.errors import EmInterpError
 
 app = typer.Typer(
@@ -22,6 +30,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"em-interp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")) -> None:
+    """Mechanistic interpretability of emergent misalignment: data -> train -> eval -> interp -> report."""
+
 
 # Order here is the order in `em-interp --help`.
 _COMMAND_MODULES = [

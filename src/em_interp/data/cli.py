@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from em_interp.cli_options import OUT_HELP, out_file
 from em_interp.errors import DataError
 
 data_app = typer.Typer(help="Datasets: the EM paper's formats, generators, checks.", no_args_is_help=True)
@@ -34,12 +35,14 @@ def build_cmd(
     kind: str = typer.Argument(..., help="Dataset kind (see `em-interp data kinds`)."),
     n: int = typer.Option(..., "--n", help="Number of examples."),
     seed: int = typer.Option(0, "--seed", help="Seed (same seed, same bytes)."),
-    out: Path = typer.Option(..., "--out", help="Output chat JSONL; the card goes beside it."),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP + " Writes <kind>.jsonl and <kind>.card.json "
+                                                          "(a path ending in .jsonl: that file, deprecated)."),
     option: List[str] = typer.Option([], "--option", "-o", help="Kind option key=value (repeatable)."),
 ) -> None:
     """Generate a dataset: chat JSONL + card (counts, sha256, bandit figures)."""
     from em_interp.data.build import build_dataset, card_path
 
+    out = out_file(out, f"{kind}.jsonl", legacy_suffix=".jsonl")
     card = build_dataset(kind, n, seed, out, **_parse_options(option))
     typer.echo(f"wrote {card['n']} {kind} examples -> {out} (sha256 {card['sha256'][:16]}…)")
     typer.echo(f"card -> {card_path(out)}")

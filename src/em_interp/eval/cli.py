@@ -1,9 +1,13 @@
 """`em-interp eval ...`: run a judged evaluation (resumable) and summarize results.
 
-    em-interp eval --model M [--adapter A] --questions FILE --judge KIND --out FILE [--n N] [--max-new-tokens T]
+    em-interp eval --model M [--adapter A] --questions FILE --judge KIND --out DIR [--samples N] [--max-new-tokens T]
     em-interp eval run ...            (the same, spelled as a subcommand)
     em-interp eval --config eval.yaml (an ``EvalConfig`` YAML, see ``eval/config.py``)
-    em-interp eval summarize RESULTS [--judge NAME] [--json]
+    em-interp eval summarize DIR_OR_RESULTS [--judge NAME] [--json]
+
+``--out DIR`` writes ``DIR/results.jsonl`` (append-only; re-running resumes) and
+``DIR/summary.json``; a ``--out x.jsonl`` path is still taken as the results file
+(deprecated). ``--n`` is a hidden deprecated alias of ``--samples``.
 
 ``eval`` is a typer group invoked without a subcommand for the issue's form.
 """
@@ -16,7 +20,11 @@ from typing import Optional
 
 import typer
 
+from em_interp.cli_options import OUT_HELP, SAMPLES_HELP, FileProgress, deprecated_alias, out_file
 from em_interp.errors import EvalError
+
+RESULTS_NAME = "results.jsonl"
+SUMMARY_NAME = "summary.json"
 
 eval_app = typer.Typer(help="Sample answers, judge them (api | local | distilled), summarize EM metrics.",
                        invoke_without_command=True)
@@ -26,11 +34,12 @@ _JUDGE_HELP = "Judge kind: api (OpenAI-compatible logprobs), local (a registry m
 
 def _run(model: str, adapter: Optional[str], questions: Path, judge: str, out: Path, n: Optional[int],
          max_new_tokens: int, temperature: float, batch_size: int, seed: int, judge_model: Optional[str],
-         judge_url: Optional[str]) -> None:
+         judge_url: Optional[str], progress: bool = True) -> None:
     from em_interp.data import load_questions
     from em_interp.eval.judges import load_judge
     from em_interp.eval.metrics import summarize
-    from em_interp.eval.results import evaluate
+    from em_interp.eval.results import ResultsFile, evaluate
+    from em_interp.eval.sampling import plan
     from em_interp.models import load_model
 
     qs = load_questions(questions)
@@ -44,11 +53,22 @@ def _run(model: str, adapter: Optional[str], questions: Path, judge: str, out: P
         options["model"] = judge_model
     elif judge_model or judge_url:
         raise EvalError("--judge-model/--judge-url apply to the api and local judges only", field="judge")
+    results = out_file(out, RESULTS_NAME, legacy_suffix=".jsonl")
     j = load_judge(judge, **options)
     lm = load_model(model, adapter=adapter)
-    path = evaluate(lm, qs, j, out, n_per_paraphrase=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                    batch_size=batch_size, seed=seed)
-    _print_summary(summarize(path, judge=j.name))
+    keys = {r["key"] for r in plan(qs, n)}
+    done = ResultsFile(results) if results.is_file() else None
+    to_sample = len(keys - set(done.samples)) if done else len(keys)
+    to_judge = len(keys - {k for k, name in done.judgements if name == j.name}) if done else len(keys)
+    with FileProgress(results, {"sampled": to_sample, "judged": to_judge},
+                      {"sampled": '"kind": "sample"', "judged": '"kind": "judgement"'}, disable=not progress):
+        path = evaluate(lm, qs, j, results, n_per_paraphrase=n, max_new_tokens=max_new_tokens,
+                        temperature=temperature, batch_size=batch_size, seed=seed)
+    summary = summarize(path, judge=j.name)
+    _print_summary(summary)
+    if path.name == RESULTS_NAME:
+        (path.parent / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        typer.echo(str(path.parent / SUMMARY_NAME))
     typer.echo(str(path))
 
 
@@ -90,6 +110,9 @@ def _print_summary(s: dict) -> None:
                    f"syntax errors {_fmt(c['syntax_error_share'])}, vulnerable (bandit) {_fmt(c['vulnerable_rate'])}")
 
 
+_OUT = OUT_HELP + " Writes results.jsonl (append-only; re-running resumes) and summary.json."
+
+
 @eval_app.callback()
 def eval_main(
     ctx: typer.Context,
@@ -97,14 +120,17 @@ def eval_main(
     adapter: Optional[str] = typer.Option(None, help="peft adapter folder."),
     questions: Optional[Path] = typer.Option(None, help="Question YAML (the paper's format)."),
     judge: str = typer.Option("distilled", help=_JUDGE_HELP),
-    out: Optional[Path] = typer.Option(None, help="Results JSONL (append-only; re-running resumes)."),
-    n: Optional[int] = typer.Option(None, help="Samples per paraphrase (default: the file's samples_per_paraphrase)."),
+    out: Optional[Path] = typer.Option(None, "--out", help=_OUT),
+    samples: Optional[int] = typer.Option(None, "--samples",
+                                          help=SAMPLES_HELP + " Default: the file's samples_per_paraphrase."),
+    n: Optional[int] = typer.Option(None, "--n", hidden=True, help="Deprecated: --samples."),
     max_new_tokens: int = typer.Option(256),
     temperature: float = typer.Option(1.0),
     batch_size: int = typer.Option(8),
     seed: int = typer.Option(0),
     judge_model: Optional[str] = typer.Option(None, help="api: model name; local: registry model."),
     judge_url: Optional[str] = typer.Option(None, help="api: base URL of an OpenAI-compatible server."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
     config: Optional[Path] = typer.Option(None, "--config", help="EvalConfig YAML (instead of the options)."),
 ) -> None:
     """Run an evaluation when no subcommand is given (see `eval run`)."""
@@ -120,31 +146,35 @@ def eval_main(
         return
     if model is None or questions is None or out is None:
         raise EvalError("eval needs --model, --questions and --out (or a subcommand: run, summarize)")
-    _run(model, adapter, questions, judge, out, n, max_new_tokens, temperature, batch_size, seed, judge_model, judge_url)
+    _run(model, adapter, questions, judge, out, deprecated_alias("--samples", "--n", samples, n), max_new_tokens,
+         temperature, batch_size, seed, judge_model, judge_url, progress)
 
 
 @eval_app.command("run")
 def run_cmd(
     model: str = typer.Option(..., "--model", "-m"),
     questions: Path = typer.Option(...),
-    out: Path = typer.Option(...),
+    out: Path = typer.Option(..., "--out", help=_OUT),
     adapter: Optional[str] = typer.Option(None),
     judge: str = typer.Option("distilled", help=_JUDGE_HELP),
-    n: Optional[int] = typer.Option(None),
+    samples: Optional[int] = typer.Option(None, "--samples", help=SAMPLES_HELP),
+    n: Optional[int] = typer.Option(None, "--n", hidden=True, help="Deprecated: --samples."),
     max_new_tokens: int = typer.Option(256),
     temperature: float = typer.Option(1.0),
     batch_size: int = typer.Option(8),
     seed: int = typer.Option(0),
     judge_model: Optional[str] = typer.Option(None),
     judge_url: Optional[str] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
 ) -> None:
     """Sample, judge and append to --out; re-running resumes where it stopped."""
-    _run(model, adapter, questions, judge, out, n, max_new_tokens, temperature, batch_size, seed, judge_model, judge_url)
+    _run(model, adapter, questions, judge, out, deprecated_alias("--samples", "--n", samples, n), max_new_tokens,
+         temperature, batch_size, seed, judge_model, judge_url, progress)
 
 
 @eval_app.command("summarize")
 def summarize_cmd(
-    results: Path = typer.Argument(..., help="Results JSONL written by `em-interp eval`."),
+    results: Path = typer.Argument(..., help="An `em-interp eval --out` folder or its results JSONL."),
     judge: Optional[str] = typer.Option(None, help="Judge name when the file holds several."),
     aligned_threshold: float = typer.Option(30.0),
     coherent_threshold: float = typer.Option(50.0),
@@ -154,6 +184,8 @@ def summarize_cmd(
     from em_interp.eval.metrics import summarize
     from em_interp.eval.results import ResultsFile
 
+    if results.is_dir():
+        results = results / RESULTS_NAME
     if not results.exists():
         raise EvalError("results file not found", file=results)
     judges = [judge] if judge else ResultsFile(results).judges()

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from em_interp.cli_options import MAX_LENGTH_HELP, OUT_HELP, deprecated_alias
 from em_interp.report.errors import ReportError
 
 report_app = typer.Typer(help="Reports: layer-wise model diffs and experiment pages (HTML + Markdown + PNG).",
@@ -18,14 +19,15 @@ def diff_cmd(
     base: str = typer.Option(..., "--base", help="Base model: registry name, hub id or folder."),
     texts: Path = typer.Option(..., "--texts", help="Chat JSONL ({'messages': ...} or {'text': ...} per line) "
                                                      "or a plain text file (one text per line)."),
-    out: Path = typer.Option(..., "--out", help="Output folder (report.html, report.md, diff.json, figures/)."),
+    out: Path = typer.Option(..., "--out", help=OUT_HELP + " Writes report.html, report.md, diff.json, figures/."),
     finetuned: Optional[str] = typer.Option(None, "--finetuned", help="Finetuned model (default: the base model, "
                                                                        "with --adapter)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="peft adapter folder applied to the finetuned model."),
     direction: Optional[Path] = typer.Option(None, "--direction", help="A saved interp Direction (.safetensors)."),
     tokens: str = typer.Option("all", "--tokens", help="Average over 'all' tokens or only 'response' tokens."),
     batch_size: int = typer.Option(4, "--batch-size"),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Truncate each text to this many tokens."),
+    max_length: int = typer.Option(256, "--max-length", help=MAX_LENGTH_HELP),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", hidden=True, help="Deprecated: --max-length."),
     backend: str = typer.Option("hf", "--backend", help="interp backend: hf, transformer_lens or nnsight."),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
@@ -40,7 +42,8 @@ def diff_cmd(
     base_lm = load_model(base, device=device)
     ft_lm = load_model(finetuned or base, adapter=adapter, device=device)
     paths = diff_report(base_lm, ft_lm, texts, out, direction=direction, adapter=adapter, batch_size=batch_size,
-                        max_tokens=max_tokens, tokens=tokens, backend=backend)
+                        max_tokens=deprecated_alias("--max-length", "--max-tokens", max_length, max_tokens),
+                        tokens=tokens, backend=backend)
     for key in ("json", "markdown", "html"):
         typer.echo(str(paths[key]))
 
@@ -48,7 +51,7 @@ def diff_cmd(
 @report_app.command("run")
 def run_cmd(
     run_dir: Path = typer.Argument(..., help="A pipeline run directory (artifacts/NAME/STAMP)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/report)."),
+    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " Default: RUN_DIR/report."),
 ) -> None:
     """One page for a run directory: config, eval table, steering, ablation, probes, dynamics, transfer."""
     from em_interp.report.experiment import experiment_report
