@@ -224,6 +224,8 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
     cols = ["model", "arm", "seed", "step", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)",
             "coh. CI low (%)", "coh. CI high (%)", "mean aligned", "n", "sampled"] + [f"code: {k}" for k in code_keys]
     warn = zero_event_warning(zero)
+    if details:  # the first model's answers open: the page shows real answers with their scores at once
+        details[0].open = True
     return Section("Evaluation", text=text, figures=figs, warnings=[warn] if warn else [],
                    tables=[Table(cols, rows, caption="Eval table")] + extra_tables, details=details)
 

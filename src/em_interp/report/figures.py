@@ -197,7 +197,7 @@ def steering_curves(
     *,
     title: str = "Steering: misaligned share vs α",
     ylabel: str = "misaligned share (%)",
-    xlabel: str = "steering coefficient α (adds α × direction vector)",
+    xlabel: str = "steering coefficient α (convention: see the report's definitions)",
 ) -> Path:
     """Misaligned share (0-1, plotted in %) vs steering coefficient α, one curve per layer;
     a coherent-share panel beside it when the curves carry ``coherent``.

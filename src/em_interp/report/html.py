@@ -35,11 +35,12 @@ class Table:
 
 @dataclass
 class Details:
-    """A collapsible block (closed by default): a one-line summary, then text and tables."""
+    """A collapsible block (closed unless ``open``): a one-line summary, then text and tables."""
 
     summary: str
     tables: list[Table] = field(default_factory=list)
     text: str = ""
+    open: bool = False
 
 
 @dataclass
@@ -175,7 +176,8 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "",
         for table in sec.tables:
             parts.append(_html_table(table))
         for d in sec.details:
-            parts.append(f"<details><summary>{html.escape(d.summary)}</summary>" + _html_text(d.text)
+            parts.append(f"<details{' open' if d.open else ''}><summary>{html.escape(d.summary)}</summary>"
+                         + _html_text(d.text)
                          + "".join(_html_table(t) for t in d.tables) + "</details>")
         if sec.pre is not None:
             block = f"<pre>{html.escape(sec.pre)}</pre>"
@@ -224,7 +226,7 @@ def render_markdown(title: str, sections: Sequence[Section], *, out_dir: Path | 
         for table in sec.tables:
             lines += _md_table(table)
         for d in sec.details:  # GitHub-flavoured Markdown renders <details> too
-            lines += ["<details><summary>" + html.escape(d.summary) + "</summary>", ""]
+            lines += [f"<details{' open' if d.open else ''}><summary>" + html.escape(d.summary) + "</summary>", ""]
             if d.text:
                 lines += [d.text.strip(), ""]
             for table in d.tables:
