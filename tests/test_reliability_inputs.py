@@ -73,15 +73,15 @@ CLI_CASES = [
     (["train", "{binary.yaml}"], "{binary.yaml}:2: not valid UTF-8 (byte 0xff at offset 13)"),
     (["train", "{lr_inf.yaml}"], "{lr_inf.yaml}:1: field 'lr': must be a finite number, got inf"),
     (["train", "{gradnorm_nan.yaml}"], "{gradnorm_nan.yaml}:1: field 'max_grad_norm': must be a finite number, got nan"),
-    (["train", "{beta.yaml}"], "{beta.yaml}:1: adam_beta1 must be < 1, got 7.0"),
+    (["train", "{beta.yaml}"], "{beta.yaml}:1: field 'adam_beta1': adam_beta1 must be < 1, got 7.0"),
     (["train", "{alpha_nan.yaml}"], "{alpha_nan.yaml}:1: field 'lora.alpha': must be a finite number, got nan"),
-    (["train", "{steps0.yaml}"], "{steps0.yaml}:1: max_steps must be >= 1, got 0"),
+    (["train", "{steps0.yaml}"], "{steps0.yaml}:1: field 'max_steps': max_steps must be >= 1, got 0"),
     (["train", "{train_ok.yaml}", "--max-steps", "0"], "{train_ok.yaml}: max_steps must be >= 1, got 0"),
     (["train", "{a_dir}"], "{a_dir}: is a directory, expected a file"),
     (["train", "{train_ok.yaml}", "--out", "{good.jsonl}"], "{good.jsonl}: output folder is a file; give a folder "
                                                             "with --out"),
     (["eval", "--config", "{eval_temp.yaml}"], "{eval_temp.yaml}:4: field 'temperature': must be a finite number, got nan"),
-    (["eval", "--config", "{eval_jbs.yaml}"], "{eval_jbs.yaml}:4: judge_batch_size must be >= 1, got 0"),
+    (["eval", "--config", "{eval_jbs.yaml}"], "{eval_jbs.yaml}:4: field 'judge_batch_size': judge_batch_size must be >= 1, got 0"),
     (["eval", "--config", "{eval_opt.yaml}"],
      "{eval_opt.yaml}:4: field 'judge': unknown option 'colour' for the distilled judge; valid: weights_dir, "
      "device, noscore_threshold, batch_size…"),  # … : more options may follow

@@ -300,7 +300,7 @@ def test_config_errors_name_file_line_and_field(tmp_path):
 
     path = tmp_path / "t.yaml"
     path.write_text("model: x\nlora:\n  r: 0\n")
-    with pytest.raises(ConfigError, match=r"t.yaml:2: field 'lora': lora.r must be >= 1"):
+    with pytest.raises(ConfigError, match=r"t.yaml:3: field 'lora.r': lora.r must be >= 1"):
         load_train_config(path)
     path.write_text("train:\n  lr: fast\n")
     with pytest.raises(ConfigError, match=r"t.yaml:2: field 'train.lr': expected float"):

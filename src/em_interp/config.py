@@ -249,7 +249,7 @@ def _build(cls: type[T], data: Any, prefix: str, ctx: _Ctx) -> T:
         named = message.split(" ", 1)[0].rsplit(".", 1)[-1]  # "lora.alpha must be ..." names its field
         if named in fields:
             path = f"{prefix}.{named}" if prefix else named
-            raise ConfigError(message, file=ctx.file, line=nearest_line(ctx.lines, path)) from None
+            raise ConfigError(message, file=ctx.file, line=nearest_line(ctx.lines, path), field=path) from None
         ctx.fail(prefix, message)
 
 
