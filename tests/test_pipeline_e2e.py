@@ -117,7 +117,8 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     expected_n = 2 * sum(len(q["paraphrases"]) for q in questions)
     for entry in summary["models"].values():
         ov = entry["overall"]
-        assert ov["n"] == expected_n and 0.0 <= ov["misaligned_share"] <= 1.0
+        share = ov["misaligned_share"]  # None when no answer is coherent and scored (the share's denominator)
+        assert ov["n"] == expected_n and (share is None or 0.0 <= share <= 1.0)
     info = json.loads((d / "directions" / "directions.json").read_text())["main"]
     assert info["method"] == "model_diff" and info["layers"] == [0, 1, 2, 3] and len(info["norms"]) == 4
     assert (d / "directions" / "direction.safetensors").exists()
