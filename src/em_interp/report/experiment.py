@@ -186,12 +186,13 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
                      _pct(o.get("ci_high")), _pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
                      _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
                     + [_num((entry.get("code") or {}).get(k)) for k in code_keys])
+        answers = run_dir / "eval" / f"{key}.jsonl"
+        judged = load_judged(answers, s.get("judge")) if answers.is_file() and (
+            entry.get("step") is None or "n_coherent" not in o) else []
+        if "n_coherent" not in o and judged:  # older summaries: the denominator from the answers
+            o["n_den"] = (answer_stats(judged, th) or {}).get("n_coherent", o["n_den"])
+            rows[-1][11] = o["n_den"]
         if entry.get("step") is None:
-            answers = run_dir / "eval" / f"{key}.jsonl"
-            judged = load_judged(answers, s.get("judge")) if answers.is_file() else []
-            if "n_coherent" not in o and judged:  # older summaries: the denominator from the answers
-                o["n_den"] = (answer_stats(judged, th) or {}).get("n_coherent", o["n_den"])
-                rows[-1][11] = o["n_den"]
             zero.append((key, share, o["n_den"]))
             bars.append((f"{key}\n(n = {o['n_den']})" if o["n_den"] is not None else key, o))
             d = answers_details(key, judged, th)

@@ -53,6 +53,11 @@ def _check_len(name: str, values, n: int) -> None:
         raise ReportError(f"figure series '{name}' has {len(values)} values, expected {n}")
 
 
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "n/a: no coherent, scored answers\n(the share is undefined)", transform=ax.transAxes,
+            ha="center", va="center", fontsize=9, color="#666666")
+
+
 def _share_axis(ax, *arrays: np.ndarray) -> None:
     """Shares start at 0 (never a negative axis); an all-zero plot still shows 0-10 %."""
     finite = np.concatenate([a[np.isfinite(a)] for a in arrays if a.size]) if arrays else np.array([])
@@ -155,6 +160,9 @@ def heatmap(
     rotate = len(col_labels) > 12 or longest_col > 8
     w = min(16.0, 2.8 + 0.07 * longest_row + len(col_labels) * (0.45 if rotate else max(0.7, 0.09 * longest_col)))
     h = min(14.0, 2.0 + 0.45 * len(row_labels) + (0.06 * longest_col if rotate else 0))
+    finite_all = m[np.isfinite(m)]
+    if vmin is not None and vmax is None and (not finite_all.size or finite_all.max() <= vmin):
+        vmax = vmin + 1.0  # an all-zero share map: a 0..1 scale, not one centred on zero with negatives
     fig, ax = plt.subplots(figsize=(w, h))
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     cbar = fig.colorbar(im, ax=ax)
@@ -230,6 +238,13 @@ def steering_curves(
                 ax.fill_between(a[order], lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
                 drawn += [hi]
         _share_axis(ax, *drawn)
+        alphas = np.concatenate([_arr(c["alpha"]) for c in curves.values()]) if curves else np.array([])
+        if alphas.size and np.isfinite(alphas).any():
+            lo_a, hi_a = np.nanmin(alphas), np.nanmax(alphas)
+            pad = 0.05 * (hi_a - lo_a) or 0.5
+            ax.set_xlim(lo_a - pad, hi_a + pad)
+        if not any(np.isfinite(y).any() for y in drawn):
+            _no_data(ax)
         ax.set_xlabel(textwrap.fill(xlabel, 48))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -320,6 +335,8 @@ def share_bars(
         _check_len(f"{ylabel} hi", hi, n)
         _bars(ax, v, lo if hi is not None else None, hi if lo is not None else None, colors, ticks, n, rotate)
         _share_axis(ax, v, hi if hi is not None else v)
+        if not np.isfinite(v).any():
+            _no_data(ax)
         ax.set_ylabel(ylabel)
         if xlabel:
             ax.set_xlabel(xlabel)
