@@ -264,7 +264,8 @@ def _condition_stats(rows: list[dict], answers_of, judge: str | None, th: rules.
         judged = load_judged(path, judge) if path is not None and path.is_file() else []
         st = answer_stats(judged, th) or {}
         coh = r.get("coherent_ci") or st.get("coherent_ci") or [None, None]
-        n_den = _share_n(r) if any(k in r for k in ("n_coherent", "n_scored")) else (_share_n(st) or r.get("n"))
+        n_den = r["n_coherent"] if isinstance(r.get("n_coherent"), int) else (
+            st["n_coherent"] if isinstance(st.get("n_coherent"), int) else _share_n(r))
         out.append({**r, "coherent_share": r.get("coherent_share", st.get("coherent_share")),
                     "coherent_lo": coh[0], "coherent_hi": coh[1], "n_den": n_den})
         d = answers_details(title_of(r), judged, th)
@@ -298,6 +299,21 @@ def _alpha_convention(run_dir: Path, rows: list[dict]) -> str | None:
     return None
 
 
+def _arm(r: dict) -> str:
+    """Which direction a steering row steers with: ``direction`` or ``random-<seed>`` (the control)."""
+    arm = str(r.get("direction") or "direction")
+    return f"{arm}-{r['random_seed']}" if arm == "random" and r.get("random_seed") is not None else arm
+
+
+def _steering_answers(run_dir: Path, r: dict) -> Path:
+    """``steering/answers/<arm>/L<layer>_a<alpha>.jsonl`` (the older flat layout as a fallback)."""
+    name = f"L{r['layer']}_a{r['alpha']:g}.jsonl"
+    nested = run_dir / "steering" / "answers" / _arm(r) / name
+    if not nested.is_file() and r.get("alpha") == 0:  # α = 0 is one unsteered run shared by every arm
+        nested = run_dir / "steering" / "answers" / "direction" / name
+    return nested if nested.is_file() or r.get("direction") else run_dir / "steering" / "answers" / name
+
+
 def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds) -> Section | None:
     path = run_dir / "steering" / "rows.jsonl"
     if not path.is_file():
@@ -308,21 +324,23 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     for r in rows:
         _need(r, "alpha", path, r["_line"])
     rows, details = _condition_stats(
-        sorted(rows, key=lambda r: (str(r.get("target", "")), r["layer"], r["alpha"])),
-        lambda r: run_dir / "steering" / "answers" / f"L{r['layer']}_a{r['alpha']:g}.jsonl", judge, th,
-        lambda r: f"{r.get('target', '')} layer {r['layer']}, α = {r['alpha']:g}")
+        sorted(rows, key=lambda r: (str(r.get("target", "")), _arm(r) != "direction", _arm(r), r["layer"],
+                                    r["alpha"])),
+        lambda r: _steering_answers(run_dir, r), judge, th,
+        lambda r: f"{r.get('target', '')} {_arm(r)} layer {r['layer']}, α = {r['alpha']:g}")
     targets = sorted({str(r.get("target", "")) for r in rows})
     figs, table_rows = [], []
     for target in targets:
         curves: dict[str, dict[str, list]] = {}
         for r in (r for r in rows if str(r.get("target", "")) == target):
-            c = curves.setdefault(str(r["layer"]), {k: [] for k in ("alpha", "share", "lo", "hi", "coherent",
+            label = str(r["layer"]) if _arm(r) == "direction" else f"{r['layer']} ({_arm(r)})"
+            c = curves.setdefault(label, {k: [] for k in ("alpha", "share", "lo", "hi", "coherent",
                                                                     "coherent_lo", "coherent_hi")})
             for k, v in (("alpha", r["alpha"]), ("share", r["misaligned_share"]), ("lo", r.get("ci_low")),
                          ("hi", r.get("ci_high")), ("coherent", r.get("coherent_share")),
                          ("coherent_lo", r["coherent_lo"]), ("coherent_hi", r["coherent_hi"])):
                 c[k].append(v if k == "alpha" else _num(v))
-            table_rows.append([target, r["layer"], r["alpha"], _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
+            table_rows.append([target, _arm(r), r["layer"], r["alpha"], _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
                                _pct(r.get("ci_high")), _pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
                                _pct(r["coherent_hi"]), r["n_den"], _num(r.get("alpha_over_norm"))])
         for c in curves.values():
@@ -334,10 +352,11 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
         safe = "".join(ch if ch.isalnum() else "_" for ch in target) or "model"
         figs.append(figures.steering_curves(curves, fig_dir / f"steering_{safe}.png",
                                             title=f"Steering {target}: misaligned and coherent share vs α (95% CI)"))
-    warn = zero_event_warning([(f"layer {r['layer']} α={r['alpha']:g}", r["misaligned_share"], r["n_den"])
+    warn = zero_event_warning([(f"{_arm(r)} layer {r['layer']} α={r['alpha']:g}", r["misaligned_share"], r["n_den"])
                                for r in rows])
     return Section("Steering", figures=figs, warnings=[warn] if warn else [], details=details, tables=[Table(
-        ["target", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)", "coh. CI low (%)",
+        ["target", "direction", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)",
+         "coh. CI low (%)",
          "coh. CI high (%)", "n", "α / mean ‖resid‖"], table_rows, caption="Steering sweep")])
 
 
