@@ -5,10 +5,10 @@ mtime_ns). On each load (``verify="quick"``, the default) every recorded file mu
 with its size; a file whose mtime changed since conversion is hashed in full and must
 match; every safetensors header is parsed and must cover the file exactly. That costs
 milliseconds for an untouched cache, while an edited or truncated file is caught.
-``verify="full"`` hashes every file (about 1.5 s for the 540 MB smollm2 folder,
-``em-interp models verify NAME``). Markers written before hashes were recorded (no
-``files``) get the structural checks plus "no file newer than the marker" (the marker is
-written last), and ``models verify`` says to re-convert with ``pull --force``.
+``load_model(..., verify="full")`` hashes every file (about 1.5 s for the 540 MB smollm2
+folder). Markers written before hashes were recorded (no ``files``) get the structural
+checks plus "no file newer than the marker" (the marker is written last);
+``em-interp models pull NAME --force`` re-converts and records the hashes.
 """
 
 from __future__ import annotations
