@@ -124,10 +124,16 @@ def test_greedy_tokens_match_plain_generate_on_the_default_model(default_lm):
         _plain_greedy(default_lm.model, default_lm.tokenizer, convs, 24)
 
 
-def test_eval_killed_while_sampling_resumes_on_the_fast_path(tiny_lm, tmp_path, monkeypatch):
+def test_eval_killed_while_sampling_resumes_on_the_fast_path(tmp_path, monkeypatch):
     """Rows are written every batch_size finished answers; a resumed run samples only the rest,
     and each re-sampled row equals the uninterrupted run's (per-row RNG)."""
     import json
+
+    from em_interp.models import tiny_model
+
+    # A model of its own: the kill is injected by patching the class's forward, which an
+    # instance-level forward (nnsight leaves one on models it has wrapped) would bypass.
+    tiny_lm = tiny_model("llama", seed=0)
 
     from em_interp.data import Question
     from em_interp.eval.results import evaluate
