@@ -51,20 +51,13 @@ _COMMAND_MODULES = [
     "em_interp.eval.cli",
     "em_interp.interp.cli",
     "em_interp.report.cli",
-    "em_interp.transfer.cli",
     "em_interp.pipeline_cli",
 ]
 
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that stage has no commands (yet)
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)  # a missing module is a bug, never skipped
 
 
 _register_all()
