@@ -12,7 +12,8 @@ from em_interp.errors import InterpError
 from em_interp.interp import Direction, capture, model_diff_direction
 from em_interp.interp.lora_analysis import adapter_deltas, b_vector_cosines, checkpoint_trajectory
 from em_interp.interp.monitor import projection_monitor
-from em_interp.interp.probes import load_probes, plot_probe_accuracy, save_probes, train_probes
+from em_interp.interp.probes import load_probes, save_probes, train_probes
+from em_interp.report.figures import probe_accuracy
 from em_interp.models import load_model, save_tiny_model
 
 
@@ -39,7 +40,7 @@ def test_probes_accuracy_save_load_plot(tmp_path):
     x = torch.cat([pos["resid_post.0"], neg["resid_post.0"]])
     y = torch.cat([torch.ones(30), torch.zeros(30)]).bool()
     assert (back.probes["resid_post.0"].predict(x) == y).float().mean() > 0.9
-    png = plot_probe_accuracy(back, tmp_path / "acc.png")
+    png = probe_accuracy(**back.curve(), path=tmp_path / "acc.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InterpError, match="at least 2 examples per class"):
         train_probes({"resid_post.0": torch.randn(1, 4)}, {"resid_post.0": torch.randn(5, 4)})

@@ -24,7 +24,7 @@ from em_interp.interp.lora_analysis import (LoraModule, adapter_deltas, b_vector
 from em_interp.interp.model_diff import DiffResult, compute_diff, direction_vectors
 from em_interp.interp.paired import PairedBatch, logit_lens, paired_batches
 from em_interp.interp.monitor import projection_monitor, projection_shift
-from em_interp.interp.probes import Probe, ProbeSet, load_probes, plot_probe_accuracy, save_probes, train_probes
+from em_interp.interp.probes import Probe, ProbeSet, load_probes, save_probes, train_probes
 from em_interp.interp.sites import SITE_KINDS, Site, decoder_layers, parse_site, parse_sites, unwrap
 from em_interp.interp.steering import (ABLATION_MODES, ALPHA_CONVENTION, ALPHA_DEFINITION, ablate, mean_projections,
                                        random_direction_like, steer, steering_sweep)
@@ -37,7 +37,7 @@ __all__ = [
     "probe_direction", "probe_vector", "random_direction_like", "steer", "steering_sweep", "unwrap",
     "load_examples", "load_judged", "split_judged", "LoraModule", "adapter_deltas", "b_vector_cosines",
     "checkpoint_trajectory", "projection_monitor", "projection_shift", "Probe", "ProbeSet", "load_probes",
-    "plot_probe_accuracy", "save_probes", "train_probes",
+    "save_probes", "train_probes",
     "ABLATION_MODES", "ALPHA_CONVENTION", "ALPHA_DEFINITION", "HookState", "ModelHandle", "RunCache", "TOKENS",
     "as_model", "bos_id", "forward_logits", "hooks", "mean_projections", "patch", "run_with_cache",
     "DiffResult", "PairedBatch", "compute_diff", "direction_vectors", "logit_lens", "lora_delta_norms", "paired_batches",

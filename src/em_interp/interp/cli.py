@@ -304,7 +304,10 @@ def lora_cmd(
             result["b_cosines"] = b_vector_cosines(mods, d)
         for m in mods:
             typer.echo(f"layer {m.layer:3d} {m.module:24s} rank {m.rank}  |dW| {m.delta_norm:.4g}")
-        _plot_norms(result["modules"], folder / "delta_norms.png", str(adapter))
+        from em_interp.report.figures import lora_norms
+
+        lora_norms(result["modules"], folder / "delta_norms.png",
+                   title=f"LoRA weight-delta norms: {Path(str(adapter)).name}")
     else:
         rows = checkpoint_trajectory(adapter, d)
         result = {"checkpoints": str(adapter), "trajectory": rows}
@@ -314,26 +317,6 @@ def lora_cmd(
     path = folder / "lora_analysis.json"
     path.write_text(json.dumps(result, indent=2))
     typer.echo(f"wrote {path}")
-
-
-def _plot_norms(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for module in sorted({r["module"] for r in rows}):
-        pts = sorted((r["layer"], r["delta_norm"]) for r in rows if r["module"] == module)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=module)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("Frobenius norm of scaling·B·A")
-    ax.set_title(f"LoRA weight-delta norms: {Path(title).name}")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def register(app: typer.Typer) -> None:

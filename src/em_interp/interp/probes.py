@@ -355,37 +355,3 @@ def load_probes(folder: str | Path) -> ProbeSet:
         except KeyError as exc:
             raise InterpError(f"probe {site} is missing {exc}", file=js, field=f"probes[{i}]") from None
     return ProbeSet(probes, data.get("meta", {}), data.get("baselines", {}))
-
-
-def plot_probe_accuracy(results: ProbeSet | Sequence[tuple[int, float, float]], path: str | Path, *,
-                        title: str = "Probe accuracy by layer (misaligned vs aligned)",
-                        chance: float | None = 0.5) -> Path:
-    """Cross-validated probe score by layer as a PNG (kept for old callers; the one figure
-    module draws ``ProbeSet.curve()`` with baselines: ``report.figures.probe_accuracy``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = results.accuracy_by_layer() if isinstance(results, ProbeSet) else sorted(results)
-    if not rows:
-        raise InterpError("no probe results to plot")
-    layers = [r[0] for r in rows]
-    acc = [r[1] for r in rows]
-    std = [r[2] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.errorbar(layers, acc, yerr=std, marker="o", capsize=3, label="k-fold CV accuracy")
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel("layer (resid_post)")
-    ax.set_ylabel("accuracy (fraction correct)")
-    ax.set_ylim(0.0, 1.05)
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
