@@ -201,3 +201,19 @@ def test_steering_sweep_rows_and_resume(tiny_lm, direction, tmp_path):
     assert [json.loads(x)["alpha"] for x in out.read_text().splitlines()][-4:] == [8.0] * 4
     plain = steering_sweep(tiny_lm, direction, [4.0], [1], eval_fn, random_control=False)
     assert [r["direction"] for r in plain] == ["direction"] and plain[0]["logit_shift"] == rows[2]["logit_shift"]
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), "x"])
+def test_non_finite_alpha_is_one_clear_error(tiny_lm, alpha):
+    """NaN alpha used to blank every answer silently (issue 18)."""
+    import torch
+
+    from em_interp.errors import InterpError
+    from em_interp.interp import Direction, steer, steering_sweep
+
+    d = Direction({1: torch.ones(tiny_lm.model.config.hidden_size)})
+    with pytest.raises(InterpError, match="alpha must be a finite number"):
+        with steer(tiny_lm, d, alpha):
+            pass
+    with pytest.raises(InterpError, match="alpha must be a finite number"):
+        steering_sweep(tiny_lm, d, [0.0, alpha], [1], lambda m: {})

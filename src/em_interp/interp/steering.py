@@ -74,6 +74,18 @@ class _PerDevice:
         return self.cache[k]
 
 
+def _check_alpha(alpha: Any) -> None:
+    """A steering coefficient must be a finite number (NaN would silently blank every answer)."""
+    import math
+
+    try:
+        ok = math.isfinite(float(alpha))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InterpError(f"alpha must be a finite number, got {alpha!r}", field="alpha")
+
+
 @contextlib.contextmanager
 def steer(lm: Any, direction: Direction, alpha: float, layers: int | Sequence[int] | str | None = None,
           tokens: str | None = None, *, broadcast: bool = False, positions: str | None = None) -> Iterator[dict]:
@@ -82,6 +94,7 @@ def steer(lm: Any, direction: Direction, alpha: float, layers: int | Sequence[in
     Yields the record of what it does (``alpha``, ``alpha_convention``, ``site_kind``,
     ``layers``, ``tokens``). ``alpha=0`` leaves outputs bit-identical. ``positions=`` is the
     deprecated spelling of ``tokens``."""
+    _check_alpha(alpha)
     tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
     handle, layer_list = _fit(lm, direction, layers, broadcast)
     adds = _PerDevice(lambda layer: float(alpha) * _unit(direction.vector(layer, broadcast=broadcast)))
@@ -229,6 +242,8 @@ def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layer
     (alpha=0 is an exact no-op). ``resid_norm``: the mean per-token residual norm at the
     steered site on the evaluated text, read before the edit. With ``out_path``, rows are
     appended to a JSONL file as they finish and rows already there are skipped."""
+    for alpha in alphas:
+        _check_alpha(alpha)
     tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
     handle = as_model(lm)
     check_layers(list(layers), handle.n_layers)
