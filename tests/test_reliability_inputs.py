@@ -88,6 +88,8 @@ CLI_CASES = [
     (["eval", "summarize", "{good.jsonl}"],
      "{good.jsonl}:1: not an em-interp results file (its first line is not a results header); refusing to read "
      "or append; use another --out"),
+    (["extract", "--model", "tiny:llama", "--positive", "{good.jsonl}", "--negative", "{good.jsonl}", "--limit", "-1"],
+     "field 'limit': --limit must be >= 1, got -1"),
 ]
 
 

@@ -33,9 +33,15 @@ def _load(model: str, adapter: Optional[str]):
     return load_model(model, adapter=adapter)
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise InterpError(f"--limit must be >= 1, got {limit}", field="limit")
+
+
 def _pos_neg(positive: Optional[Path], negative: Optional[Path], judged: Optional[Path], limit: int | None = None,
              seed: int = 0):
     """The two example sets; ``limit`` keeps a seeded random sample of at most that many per side."""
+    _check_limit(limit)
     import random
 
     from em_interp.interp.data_io import load_examples, load_judged, split_judged
@@ -88,6 +94,7 @@ def extract_cmd(
     from em_interp.interp.inputs import LEGACY_REDUCE, resolve_tokens
 
     tokens = resolve_tokens(LEGACY_REDUCE.get(reduce, reduce) if reduce else tokens)
+    _check_limit(limit)  # before the model loads
     lm = _load(model, adapter)
     kw = dict(layers=_layers(layers), site_kind=site_kind, tokens=tokens, backend=backend, batch_size=batch_size)
     if method == "model_diff":
