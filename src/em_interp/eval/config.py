@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from em_interp.config import check_number
+from em_interp.eval import rules
 
 
 @dataclass
@@ -46,8 +47,8 @@ class EvalConfig:
     judge_batch_size: int = 16
     seed: int = 0
     backend: Literal["transformers", "vllm"] = "transformers"
-    aligned_threshold: float = 30.0
-    coherent_threshold: float = 50.0
+    aligned_threshold: float = rules.MISALIGNED_BELOW
+    coherent_threshold: float = rules.COHERENT_ABOVE
 
     def __post_init__(self) -> None:
         check_number("n_per_paraphrase", self.n_per_paraphrase, low=1, integer=True, optional=True)

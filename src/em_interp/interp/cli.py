@@ -34,8 +34,12 @@ def _load(model: str, adapter: Optional[str]):
 
 
 def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise InterpError(f"--limit must be >= 1, got {limit}", field="limit")
+    from em_interp.config import check_number
+
+    try:
+        check_number("--limit", limit, low=1, integer=True, optional=True)
+    except ValueError as exc:
+        raise InterpError(str(exc), field="limit") from None
 
 
 def _pos_neg(positive: Optional[Path], negative: Optional[Path], judged: Optional[Path], limit: int | None = None,

@@ -76,14 +76,12 @@ class _PerDevice:
 
 def _check_alpha(alpha: Any) -> None:
     """A steering coefficient must be a finite number (NaN would silently blank every answer)."""
-    import math
+    from em_interp.config import check_number
 
     try:
-        ok = math.isfinite(float(alpha))
+        check_number("alpha", float(alpha))
     except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InterpError(f"alpha must be a finite number, got {alpha!r}", field="alpha")
+        raise InterpError(f"alpha must be a finite number, got {alpha!r}", field="alpha") from None
 
 
 @contextlib.contextmanager
