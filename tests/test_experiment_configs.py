@@ -133,13 +133,38 @@ def shrink_transfer(d: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- pipeline configs
 
 
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def use_shared_downloads(data: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    """A config that reads the authors' downloads (``model-organisms/*`` arms, ``em-paper/...``
+    questions) gets them from ../shared in a temporary download cache; skipped without it."""
+    arms = [a for a in data.get("data", {}).get("arms", []) if a["kind"].startswith("model-organisms/")]
+    questions = data.get("eval", {}).get("questions", "bank")
+    if arms:
+        if not (SHARED / "em_organisms").is_dir():
+            pytest.skip("../shared/em_organisms not present")
+        monkeypatch.setattr("em_interp.data.organisms.default_dir", lambda: tmp_path / "organisms")
+        for arm in arms:
+            arm["options"] = {**arm.get("options", {}), "source": str(SHARED / "em_organisms")}
+    if questions.startswith("em-paper/"):
+        src = SHARED / "em_reference" / questions.split("/", 1)[1]
+        if not src.is_file():
+            pytest.skip(f"../shared/em_reference/{src.name} not present")
+        dest = tmp_path / "em-paper"
+        (dest / questions.split("/", 1)[1]).parent.mkdir(parents=True)
+        (dest / questions.split("/", 1)[1]).write_bytes(src.read_bytes())
+        monkeypatch.setattr("em_interp.data.download.default_dest", lambda name: tmp_path / name)
+
+
 @pytest.mark.parametrize("path", PIPELINE, ids=lambda p: p.stem)
-def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, planted_judge):
+def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, planted_judge, monkeypatch):
     from em_interp.pipeline import experiment_from_dict, load_experiment, run
     from em_interp.pipeline.stages import default_stages
 
     shipped = load_experiment(path)                                 # valid as shipped
     data, _ = read_yaml(path)
+    use_shared_downloads(data, tmp_path, monkeypatch)
     cfg = experiment_from_dict(shrink_experiment(data))
     res = run(cfg, root=tmp_path, console=QUIET)
     enabled = [s.name for s in default_stages() if s.enabled(cfg)]

@@ -71,6 +71,22 @@ def default_dest(name: str) -> Path:
     return cache_root() / "datasets" / name
 
 
+def dataset_file(spec: str) -> Path:
+    """``"em-paper/evaluation/first_plot_questions.yaml"`` -> that pinned file in the download
+    cache, verified; a clear error naming the command to run when it is not downloaded."""
+    name, _, rel = spec.partition("/")
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} in {spec!r}; valid: {', '.join(DATASETS)}", field="questions")
+    pins = {p.path: p for p in DATASETS[name][1]}
+    if rel not in pins:
+        raise DataError(f"{rel!r} is not a file of {name}; valid: {', '.join(sorted(pins))}", field="questions")
+    path = default_dest(name) / rel
+    if not path.is_file():
+        raise DataError(f"{spec} is not downloaded: run `em-interp data download {name}`", field="questions")
+    verify_file(path, pins[rel])
+    return path
+
+
 def git_blob_id(path: str | Path) -> str:
     """What ``git hash-object`` prints for this file."""
     data = Path(path).read_bytes()

@@ -78,8 +78,12 @@ def eval_questions(cfg: Any, config_dir: Path | None = None) -> list[Any]:
         questions = list(load_bank(languages=ev.languages or None, forms=ev.forms or None))
     else:
         from em_interp.data import load_questions
+        from em_interp.data.download import DATASETS, dataset_file
 
-        path = Path(ev.questions).expanduser()
+        if ev.questions.split("/", 1)[0] in DATASETS:    # e.g. em-paper/evaluation/first_plot_questions.yaml
+            path = dataset_file(ev.questions)
+        else:
+            path = Path(ev.questions).expanduser()
         if not path.exists() and config_dir is not None and (config_dir / path).exists():
             path = config_dir / path
         if not path.exists():
