@@ -84,3 +84,24 @@ class FileProgress:
         self._poll()
         for bar in self._bars.values():
             bar.close()
+
+
+PROGRESS_HELP = "Progress bars with rates on stderr (default: when stderr is a terminal); a rate line per step either way."
+
+
+def with_progress(command: Any) -> Any:
+    """Run a typer command (which takes ``progress: Optional[bool]``) inside
+    ``em_interp.progress.defaults(progress, summary=True)``: library calls follow the flag and
+    each long step ends with a rate line on stderr. Without bars, transformers' own bars are
+    off too."""
+    import functools
+
+    from em_interp.progress import defaults, enabled, library_bars
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flag = kwargs.get("progress")
+        with defaults(flag, summary=True), library_bars(enabled(flag)):
+            return command(*args, **kwargs)
+
+    return wrapper

@@ -27,6 +27,7 @@ from em_interp.interp.backends import Backend, make_backend
 from em_interp.interp.handles import as_model
 from em_interp.interp.inputs import TOKENS, Batch, iter_batches, resolve_tokens
 from em_interp.interp.sites import Site, parse_site, parse_sites
+from em_interp.progress import Progress
 
 REDUCTIONS = TOKENS  # kept for importers of the old name
 
@@ -98,6 +99,8 @@ def capture(
     max_length: int | None = None,
     prepend_bos: bool | None = None,
     reduce: str | None = None,
+    progress: bool | None = None,
+    desc: str = "capture",
 ) -> Capture:
     """Activations of ``lm`` on ``examples`` at ``sites``, averaged over ``tokens`` per example.
 
@@ -107,7 +110,9 @@ def capture(
     ``site -> Tensor[d]``, float32 on CPU). ``prepend_bos``: ``None`` = the backend's
     convention (the tokenizer's for ``hf`` / ``nnsight``, TransformerLens's
     ``default_prepend_bos`` for ``transformer_lens``). ``reduce=`` is the deprecated
-    spelling of ``tokens`` (``reduce="none"`` = ``per_token=True``).
+    spelling of ``tokens`` (``reduce="none"`` = ``per_token=True``). ``progress``: a bar named
+    ``desc`` with examples/s and tokens/s (``None``: when stderr is a terminal; see
+    ``em_interp.progress``).
     """
     import torch
 
@@ -127,25 +132,27 @@ def capture(
     sums: dict[Site, Any] = {}
     rows: dict[Site, Any] = {}
 
-    for batch in iter_batches(runner.tokenizer, examples, batch_size=batch_size, padding_side=padding_side,
-                              max_length=max_length, device=handle.device, prepend_bos=bos):
-        weights = token_weights(batch, tokens)
+    with Progress(n, desc, "example", progress=progress) as bar:
+        for batch in iter_batches(runner.tokenizer, examples, batch_size=batch_size, padding_side=padding_side,
+                                  max_length=max_length, device=handle.device, prepend_bos=bos):
+            weights = token_weights(batch, tokens)
 
-        def consume(site: Site, hidden, batch=batch, weights=weights) -> None:
-            h = hidden.detach().float()
-            if per_token:
-                store = rows.setdefault(site, [None] * n)
-                for j, i in enumerate(batch.indices):
-                    store[i] = h[j][weights[j] > 0].cpu()
-                return
-            red = torch.einsum("btd,bt->bd", h, weights.to(h.device))
-            acc = sums.get(site)
-            sums[site] = red.sum(0).double() if acc is None else acc + red.sum(0).double()
-            if per_example:
-                store = rows.setdefault(site, torch.zeros(n, red.shape[1]))
-                store[torch.tensor(batch.indices)] = red.cpu()
+            def consume(site: Site, hidden, batch=batch, weights=weights) -> None:
+                h = hidden.detach().float()
+                if per_token:
+                    store = rows.setdefault(site, [None] * n)
+                    for j, i in enumerate(batch.indices):
+                        store[i] = h[j][weights[j] > 0].cpu()
+                    return
+                red = torch.einsum("btd,bt->bd", h, weights.to(h.device))
+                acc = sums.get(site)
+                sums[site] = red.sum(0).double() if acc is None else acc + red.sum(0).double()
+                if per_example:
+                    store = rows.setdefault(site, torch.zeros(n, red.shape[1]))
+                    store[torch.tensor(batch.indices)] = red.cpu()
 
-        runner.run(batch, parsed, consume)
+            runner.run(batch, parsed, consume)
+            bar.update(len(batch.indices), tokens=int(batch.attention_mask.sum()))
 
     if per_token:
         mean = {s.name: torch.stack([r.mean(0) for r in rows[s]]).mean(0) for s in parsed}

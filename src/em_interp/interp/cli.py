@@ -13,9 +13,11 @@ from typing import Any, Optional
 
 import typer
 
+from em_interp.cli_options import PROGRESS_HELP, with_progress
 from em_interp.errors import InterpError
 
 ART = Path("artifacts")
+PROGRESS = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP)
 
 
 def _layers(spec: str) -> Any:
@@ -92,6 +94,7 @@ def extract_cmd(
     limit: Optional[int] = typer.Option(None, help="At most this many examples per side (seeded sample)."),
     seed: int = typer.Option(0),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/extract): <method>.safetensors + .json."),
+    progress: Optional[bool] = PROGRESS,
 ) -> None:
     """Extract a per-layer direction and save it (safetensors + JSON metadata)."""
     from em_interp.interp import extract as ex
@@ -127,10 +130,11 @@ def extract_cmd(
     typer.echo(f"wrote {path} (+ .json)")
 
 
-def _generate_table(lm, prompts: list[str], max_new_tokens: int) -> list[str]:
+def _generate_table(lm, prompts: list[str], max_new_tokens: int, desc: str = "generate") -> list[str]:
     from em_interp.interp.extract import generate_answers
 
-    return generate_answers(lm, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=max_new_tokens)
+    return generate_answers(lm, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=max_new_tokens,
+                            desc=desc)
 
 
 def steer_cmd(
@@ -147,6 +151,7 @@ def steer_cmd(
     questions: Optional[Path] = typer.Option(None, help="Question YAML (first paraphrase of each)."),
     max_new_tokens: int = typer.Option(48),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/steer): generations.jsonl."),
+    progress: Optional[bool] = PROGRESS,
 ) -> None:
     """Generate greedily with and without steering; print and save the answers side by side."""
     from em_interp.interp.direction import Direction
@@ -158,10 +163,11 @@ def steer_cmd(
     d.check(lm)
     tokens = positions or tokens
     prompts = _prompts(prompt, questions)
-    rows = [{"prompt": p, "alpha": 0.0, "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
+    rows = [{"prompt": p, "alpha": 0.0, "answer": a}
+            for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens, "generate alpha=0"))]
     for a in alpha:
         with steer(lm, d, a, layers=layer_arg, tokens=tokens, broadcast=broadcast) as info:
-            answers = _generate_table(lm, prompts, max_new_tokens)
+            answers = _generate_table(lm, prompts, max_new_tokens, f"generate alpha={a:g}")
         rows += [{"prompt": p, "alpha": a, "answer": ans} for p, ans in zip(prompts, answers)]
     _write_rows(rows, (out or ART / "steer") / "generations.jsonl",
                 dict(direction=str(direction), tokens=tokens, layers=info["layers"], site_kind=d.site_kind,
@@ -211,6 +217,7 @@ def ablate_cmd(
     max_new_tokens: int = typer.Option(48),
     max_length: Optional[int] = typer.Option(256, help="mean mode: truncate reference examples to this many tokens."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/ablate): generations.jsonl."),
+    progress: Optional[bool] = PROGRESS,
 ) -> None:
     """Generate with the direction ablated (and a random control); print and save."""
     from em_interp.interp.direction import Direction
@@ -230,14 +237,15 @@ def ablate_cmd(
     lm = _load(model, adapter)
     d.check(lm)
     prompts = _prompts(prompt, questions)
-    rows = [{"prompt": p, "condition": "none", "answer": a} for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens))]
+    rows = [{"prompt": p, "condition": "none", "answer": a}
+            for p, a in zip(prompts, _generate_table(lm, prompts, max_new_tokens, "generate unablated"))]
     conditions = [("direction", d)] + ([("random-0", random_direction_like(d, seed))] if random_control else [])
     infos = {}
     for name, vec in conditions:
         ref = None if refs is None else mean_projections(lm, vec, refs, layer_arg, broadcast=broadcast,
                                                          max_length=max_length)
         with ablate(lm, vec, layers=layer_arg, mode=mode, reference=ref, broadcast=broadcast) as info:
-            answers = _generate_table(lm, prompts, max_new_tokens)
+            answers = _generate_table(lm, prompts, max_new_tokens, f"generate ablated {name}")
         infos[name] = info
         rows += [{"prompt": p, "condition": name, "answer": a, "mode": mode,
                   "mean_projection": info["mean_projection"] or None} for p, a in zip(prompts, answers)]
@@ -262,6 +270,7 @@ def probe_cmd(
     seed: int = typer.Option(0),
     max_length: Optional[int] = typer.Option(256, help="Truncate examples to this many tokens."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/probe)."),
+    progress: Optional[bool] = PROGRESS,
 ) -> None:
     """Per-layer logistic probes, folds grouped by question, balanced accuracy beside same-fold
     baselines (majority, bag of words, layer 0); saves probes + a plot."""
@@ -275,7 +284,7 @@ def probe_cmd(
     pos, neg = _pos_neg(positive, negative, judged, limit, seed)
     sites = [f"{site_kind}.{layer}" for layer in check_layers(_layers(layers), n_layers_of(lm.model))]
     kw = dict(reduce=reduce, batch_size=batch_size, per_example=True, max_length=max_length)
-    P, N = capture(lm, pos, sites, **kw), capture(lm, neg, sites, **kw)
+    P, N = capture(lm, pos, sites, desc="capture positive", **kw), capture(lm, neg, sites, desc="capture negative", **kw)
     inputs = probe_inputs(pos, neg)
     ps = train_probes(P.per_example, N.per_example, groups=inputs["groups"], texts=inputs["texts"], folds=folds,
                       C=C, seed=seed,
@@ -331,8 +340,8 @@ def lora_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("extract")(extract_cmd)
-    app.command("steer")(steer_cmd)
-    app.command("ablate")(ablate_cmd)
-    app.command("probe")(probe_cmd)
+    app.command("extract")(with_progress(extract_cmd))
+    app.command("steer")(with_progress(steer_cmd))
+    app.command("ablate")(with_progress(ablate_cmd))
+    app.command("probe")(with_progress(probe_cmd))
     app.command("lora-analysis")(lora_cmd)

@@ -62,14 +62,17 @@ def mean_diff(pos, neg):
 
 def mean_diff_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
                         site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
-                        batch_size: int = 8, method: str = "mean_diff", reduce: str | None = None) -> Direction:
+                        batch_size: int = 8, method: str = "mean_diff", reduce: str | None = None,
+                        progress: bool | None = None) -> Direction:
     """Mean activation on ``positive`` (e.g. misaligned answers) minus on ``negative``
-    (aligned answers of the same model), per layer."""
+    (aligned answers of the same model), per layer. ``progress``: capture bars (``None``: when
+    stderr is a terminal)."""
     tokens = resolve_tokens(tokens, reduce=reduce)
     layer_list = check_layers(layers, as_model(lm).n_layers)
     sites = _sites(layer_list, site_kind)
-    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size)
-    pos, neg = capture(lm, positive, sites, **kw), capture(lm, negative, sites, **kw)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, progress=progress)
+    pos = capture(lm, positive, sites, desc="capture positive", **kw)
+    neg = capture(lm, negative, sites, desc="capture negative", **kw)
     model, adapter = _model_id(lm)
     return Direction({layer: pos[s] - neg[s] for layer, s in zip(layer_list, sites)}, model=model,
                      adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method=method,
@@ -79,7 +82,7 @@ def mean_diff_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any
 
 def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, layers: Any = "all",
                          site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
-                         batch_size: int = 8, reduce: str | None = None) -> Direction:
+                         batch_size: int = 8, reduce: str | None = None, progress: bool | None = None) -> Direction:
     """Finetuned minus base mean activations on the same texts."""
     tokens = resolve_tokens(tokens, reduce=reduce)
     n = as_model(finetuned).n_layers
@@ -87,8 +90,9 @@ def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, 
         raise InterpError(f"finetuned model has {n} layers, base has {as_model(base).n_layers}")
     layer_list = check_layers(layers, n)
     sites = _sites(layer_list, site_kind)
-    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size)
-    ft, bs = capture(finetuned, examples, sites, **kw), capture(base, examples, sites, **kw)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, progress=progress)
+    ft = capture(finetuned, examples, sites, desc="capture finetuned", **kw)
+    bs = capture(base, examples, sites, desc="capture base", **kw)
     model, adapter = _model_id(finetuned)
     return Direction({layer: ft[s] - bs[s] for layer, s in zip(layer_list, sites)}, model=model,
                      adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method="model_diff",
@@ -97,21 +101,28 @@ def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, 
 
 
 def generate_answers(lm: Any, conversations: Sequence[list[dict]], *, max_new_tokens: int = 48,
-                     batch_size: int = 8, temperature: float = 0.0, seed: int = 0) -> list[str]:
+                     batch_size: int = 8, temperature: float = 0.0, seed: int = 0, progress: bool | None = None,
+                     desc: str = "generate") -> list[str]:
     """Greedy (or sampled) answers through the project's one decode loop
-    (``models.generate.chat_completions``; row ``i`` sampled with seed ``seed + i``)."""
+    (``models.generate.chat_completions``; row ``i`` sampled with seed ``seed + i``).
+    ``progress``: a bar named ``desc`` with answers/s and new tokens/s (``None``: when stderr
+    is a terminal)."""
     from em_interp.models.generate import chat_completions
+    from em_interp.progress import Progress
 
-    done = chat_completions(lm.model, lm.tokenizer, list(conversations), max_new_tokens=max_new_tokens,
-                            temperature=temperature, seeds=[seed + i for i in range(len(conversations))],
-                            batch_size=batch_size)
+    conversations = list(conversations)
+    with Progress(len(conversations), desc, "answer", progress=progress) as bar:
+        done = chat_completions(lm.model, lm.tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seeds=[seed + i for i in range(len(conversations))],
+                                batch_size=batch_size, on_done=lambda i, text, c: bar.update(1, tokens=len(c.tokens)))
     return [text for text, _ in done]
 
 
 def persona_direction(lm: Any, questions: Sequence[str] | None = None, *, persona: str | tuple[str, str] = "evil",
                       layers: Any = "all", site_kind: str = "resid_post", tokens: str | None = None,
                       max_new_tokens: int = 48, batch_size: int = 8, backend: Any = None,
-                      answers: tuple[Sequence[str], Sequence[str]] | None = None, reduce: str | None = None) -> Direction:
+                      answers: tuple[Sequence[str], Sequence[str]] | None = None, reduce: str | None = None,
+                      progress: bool | None = None) -> Direction:
     """Persona contrast: answers generated under the positive persona's system prompt
     minus answers under the opposed one, activations read with the system prompt in place.
 
@@ -130,15 +141,17 @@ def persona_direction(lm: Any, questions: Sequence[str] | None = None, *, person
         return [[{"role": "system", "content": system}, {"role": "user", "content": q}] for q in questions]
 
     if answers is None:
-        pos_ans = generate_answers(lm, convs(pos_sys), max_new_tokens=max_new_tokens, batch_size=batch_size)
-        neg_ans = generate_answers(lm, convs(neg_sys), max_new_tokens=max_new_tokens, batch_size=batch_size)
+        pos_ans = generate_answers(lm, convs(pos_sys), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   progress=progress, desc="generate positive persona")
+        neg_ans = generate_answers(lm, convs(neg_sys), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   progress=progress, desc="generate negative persona")
     else:
         pos_ans, neg_ans = answers
     pos = [{"messages": c + [{"role": "assistant", "content": a or "."}]} for c, a in zip(convs(pos_sys), pos_ans)]
     neg = [{"messages": c + [{"role": "assistant", "content": a or "."}]} for c, a in zip(convs(neg_sys), neg_ans)]
     d = mean_diff_direction(lm, pos, neg, layers=layers, site_kind=site_kind,
                             tokens=resolve_tokens(tokens, reduce=reduce), backend=backend, batch_size=batch_size,
-                            method="persona")
+                            method="persona", progress=progress)
     return d.replace(extra={"persona": persona if isinstance(persona, str) else "custom",
                             "positive_system": pos_sys, "negative_system": neg_sys,
                             "examples": [{"question": q, "positive": p, "negative": n}
@@ -182,11 +195,12 @@ def pca_vector(pos, neg):
 
 
 def _per_example_direction(lm: Any, positive, negative, layers, site_kind, tokens, backend, batch_size,
-                           method: str, fn) -> Direction:
+                           method: str, fn, progress: bool | None = None) -> Direction:
     layer_list = check_layers(layers, as_model(lm).n_layers)
     sites = _sites(layer_list, site_kind)
-    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, per_example=True)
-    pos, neg = capture(lm, positive, sites, **kw), capture(lm, negative, sites, **kw)
+    kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, per_example=True, progress=progress)
+    pos = capture(lm, positive, sites, desc="capture positive", **kw)
+    neg = capture(lm, negative, sites, desc="capture negative", **kw)
     model, adapter = _model_id(lm)
     vecs = {layer: fn(pos.per_example[s], neg.per_example[s]) for layer, s in zip(layer_list, sites)}
     return Direction(vecs, model=model, adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method=method,
@@ -196,17 +210,18 @@ def _per_example_direction(lm: Any, positive, negative, layers, site_kind, token
 
 def probe_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
                     site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
-                    batch_size: int = 8, C: float = 1.0, seed: int = 0, reduce: str | None = None) -> Direction:
+                    batch_size: int = 8, C: float = 1.0, seed: int = 0, reduce: str | None = None,
+                    progress: bool | None = None) -> Direction:
     """Per-layer logistic-probe weight direction (unit norm, pointing to ``positive``)."""
     return _per_example_direction(lm, positive, negative, layers, site_kind, resolve_tokens(tokens, reduce=reduce),
                                   backend, batch_size, "probe",
-                                  lambda p, n: probe_vector(p, n, C=C, seed=seed))
+                                  lambda p, n: probe_vector(p, n, C=C, seed=seed), progress)
 
 
 def pca_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
                   site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
-                  batch_size: int = 8, reduce: str | None = None) -> Direction:
+                  batch_size: int = 8, reduce: str | None = None, progress: bool | None = None) -> Direction:
     """Per-layer first principal component (unit norm, sign-aligned to the mean diff)."""
     return _per_example_direction(lm, positive, negative, layers, site_kind, resolve_tokens(tokens, reduce=reduce),
                                   backend, batch_size, "pca",
-                                  pca_vector)
+                                  pca_vector, progress)

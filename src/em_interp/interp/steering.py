@@ -33,6 +33,7 @@ from em_interp.interp.handles import ModelHandle, as_model
 from em_interp.interp.hooks import EDIT_TOKENS, hooks
 from em_interp.interp.inputs import resolve_tokens
 from em_interp.interp.sites import check_layers
+from em_interp.progress import Progress
 
 ALPHA_CONVENTION = "unit"
 ALPHA_DEFINITION = ("alpha multiplies the unit-norm direction: steering moves the residual stream by exactly alpha "
@@ -116,15 +117,17 @@ def steer(lm: Any, direction: Direction, alpha: float, layers: int | Sequence[in
 
 
 def mean_projections(lm: Any, direction: Direction, examples: Sequence[Any], layers: Sequence[int] | None = None, *,
-                     broadcast: bool = False, batch_size: int = 8, max_length: int | None = None) -> dict[int, float]:
+                     broadcast: bool = False, batch_size: int = 8, max_length: int | None = None,
+                     progress: bool | None = None) -> dict[int, float]:
     """Mean projection onto ``unit(direction[L])`` of the reference ``examples``' activations at
     ``{site_kind}.L`` over all their tokens (mean over examples of each example's token mean):
-    what ``ablate(mode="mean")`` sets the projection to."""
+    what ``ablate(mode="mean")`` sets the projection to. ``progress``: a capture bar (``None``:
+    when stderr is a terminal)."""
     from em_interp.interp.capture import capture
 
     handle, layer_list = _fit(lm, direction, layers, broadcast)
     cap = capture(handle, list(examples), [f"{direction.site_kind}.{layer}" for layer in layer_list], tokens="all",
-                  batch_size=batch_size, max_length=max_length)
+                  batch_size=batch_size, max_length=max_length, progress=progress, desc="capture reference")
     return {layer: float(cap[f"{direction.site_kind}.{layer}"] @ _unit(direction.vector(layer, broadcast=broadcast)))
             for layer in layer_list}
 
@@ -132,7 +135,8 @@ def mean_projections(lm: Any, direction: Direction, examples: Sequence[Any], lay
 @contextlib.contextmanager
 def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str | None = None, *,
            mode: str = "zero", reference: Sequence[Any] | Mapping[int, float] | None = None,
-           tokens: str | None = None, broadcast: bool = False, positions: str | None = None) -> Iterator[dict]:
+           tokens: str | None = None, broadcast: bool = False, positions: str | None = None,
+           progress: bool | None = None) -> Iterator[dict]:
     """Directional ablation at ``{direction.site_kind}.L`` for each layer (default: the direction's).
 
     ``mode="zero"``: project ``unit(direction[L])`` out (``h - (h.u) u``). ``mode="mean"``:
@@ -140,7 +144,9 @@ def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str | No
     ``reference`` is a list of examples (``mean_projections`` is run on them) or
     ``{layer: m_L}``. ``layers="all"`` on a ``resid_post`` direction in zero mode also cleans the
     embeddings entering layer 0 (with layer 0's vector). Yields the record (``mode``,
-    ``layers``, ``site_kind``, ``tokens``, ``mean_projection``) to store beside results."""
+    ``layers``, ``site_kind``, ``tokens``, ``mean_projection``) to store beside results.
+    ``progress``: a bar for the reference capture of mean mode (``None``: when stderr is a
+    terminal); the edit itself costs nothing to set up."""
     tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
     if mode not in ABLATION_MODES:
         raise InterpError(f"unknown ablation mode '{mode}'; valid: {', '.join(ABLATION_MODES)}", field="mode")
@@ -149,7 +155,8 @@ def ablate(lm: Any, direction: Direction, layers: int | Sequence[int] | str | No
         if reference is None:
             raise InterpError("mode='mean' needs reference examples (or {layer: mean projection})", field="reference")
         means = (dict(reference) if isinstance(reference, Mapping)
-                 else mean_projections(handle, direction, reference, layer_list, broadcast=broadcast))
+                 else mean_projections(handle, direction, reference, layer_list, broadcast=broadcast,
+                                       progress=progress))
         missing = [layer for layer in layer_list if layer not in means]
         if missing:
             raise InterpError(f"reference has no mean projection for layers {missing}", field="reference")
@@ -228,7 +235,7 @@ def _read_done(path: Path | None) -> dict[tuple[str, int, float], dict]:
 def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layers: Sequence[int],
                    eval_fn: Callable[[Any], dict], *, tokens: str | None = None, random_control: bool = True,
                    random_seed: int = 0, broadcast: bool = False, out_path: str | Path | None = None,
-                   positions: str | None = None) -> list[dict]:
+                   positions: str | None = None, progress: bool | None = None) -> list[dict]:
     """For each layer (steered alone) and alpha, run ``eval_fn(lm)`` under ``steer`` and
     collect rows ``{direction, layer, alpha, alpha_convention, tokens, resid_norm,
     alpha_over_norm, **eval_fn(lm)}`` (``eval_fn`` returns e.g. ``em_interp.eval.summarize``).
@@ -239,7 +246,9 @@ def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layer
     an effect can be told from "any push of this size". Its alpha=0 row is the direction's
     (alpha=0 is an exact no-op). ``resid_norm``: the mean per-token residual norm at the
     steered site on the evaluated text, read before the edit. With ``out_path``, rows are
-    appended to a JSONL file as they finish and rows already there are skipped."""
+    appended to a JSONL file as they finish and rows already there are skipped.
+    ``progress``: a bar over the (layer, alpha, arm) runs with runs/s (``None``: when stderr is
+    a terminal; rows found in ``out_path`` count as done)."""
     for alpha in alphas:
         _check_alpha(alpha)
     tokens = resolve_tokens(tokens, positions=positions, allowed=EDIT_TOKENS, default="all")
@@ -250,7 +259,18 @@ def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layer
     arms: list[tuple[str, Direction]] = [("direction", direction)]
     if random_control:
         arms.append(("random", random_direction_like(direction, seed=random_seed)))
-    rows = []
+    rows: list[dict] = []
+    keys = [(label, int(layer), float(alpha)) for layer in layers for alpha in alphas for label, _ in arms]
+    with Progress(len(keys), "steering sweep", "run", progress=progress,
+                  initial=sum(k in done for k in keys)) as bar:
+        _sweep(handle, lm, layers, alphas, arms, done, rows, eval_fn, tokens, broadcast, random_seed, path, bar)
+    return rows
+
+
+def _sweep(handle: ModelHandle, lm: Any, layers: Sequence[int], alphas: Sequence[float],
+           arms: list[tuple[str, Direction]], done: dict, rows: list[dict], eval_fn: Callable[[Any], dict],
+           tokens: str, broadcast: bool, random_seed: int, path: Path | None, bar: Any) -> None:
+    """The loop of ``steering_sweep``: one row per (layer, alpha, arm), appended to ``rows``."""
     for layer in layers:
         for alpha in alphas:
             for label, vec in arms:
@@ -277,4 +297,4 @@ def steering_sweep(lm: Any, direction: Direction, alphas: Sequence[float], layer
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with path.open("a") as fh:
                         fh.write(json.dumps(row, default=float) + "\n")
-    return rows
+                bar.update(1)

@@ -1,14 +1,49 @@
-"""`em-interp train CONFIG.yaml [--seeds 0 1 2] [--out DIR] [--resume]`."""
+"""`em-interp train CONFIG.yaml [--seeds 0 1 2] [--out DIR] [--resume] [--no-progress]`.
+
+On a terminal a progress bar per seed shows steps/s, loss and tokens/s. Without one
+(``--no-progress``, ``progress: false`` in the config, or stderr not a terminal: a log
+file, CI) the loop's log (logger ``em_interp.train.loop``) goes to stderr instead: one
+line per optimizer step (every ``logging_steps``)::
+
+    train: step 3/8 loss 1.2345 lr 0.0003 tokens/s 812.4
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
+from em_interp.cli_options import PROGRESS_HELP
 from em_interp.errors import ConfigError
+
+LOGGER = "em_interp.train"
+
+
+@contextlib.contextmanager
+def step_log(enabled: bool) -> Iterator[None]:
+    """While inside (and ``enabled``), the train loop's INFO lines go to stderr, one per step."""
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger(LOGGER)
+    handler = logging.StreamHandler(sys.stderr)  # the stream of the moment (a test runner may swap it)
+    handler.setFormatter(logging.Formatter("train: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        handler.flush()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def _parse_seeds(first: Optional[str], rest: list[str]) -> list[int] | None:
@@ -33,7 +68,8 @@ def train_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Chat JSONL (overrides data)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (overrides model)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP.replace(
+        "a rate line per step either way", "without bars, one log line per optimizer step (loss, lr, tokens/s)")),
 ) -> None:
     """Finetune (LoRA, rank-1 LoRA or full) with assistant-only loss; prints the output folders."""
     from dataclasses import replace
@@ -52,15 +88,20 @@ def train_cmd(
         overrides["model"] = model
     if max_steps is not None:
         overrides["max_steps"] = max_steps
-    if no_progress:
-        overrides["progress"] = False
+    from em_interp.progress import stderr_is_tty
+
+    # a bar only when asked, or by default on a terminal (and the config does not say progress: false)
+    overrides["progress"] = progress if progress is not None else (cfg.progress and stderr_is_tty())
     try:
         cfg = replace(cfg, **overrides)
     except ValueError as exc:  # the config's own range checks, on a command-line override
         raise ConfigError(str(exc), file=config) from None
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError("output folder is a file; give a folder with --out", file=cfg.output_dir)
-    results = train_seeds(cfg, seed_list, resume=resume) if seed_list else [train(cfg, resume=resume)]
+    from em_interp.progress import library_bars
+
+    with step_log(not cfg.progress), library_bars(cfg.progress):
+        results = train_seeds(cfg, seed_list, resume=resume) if seed_list else [train(cfg, resume=resume)]
     for r in results:
         curve = r.metadata.get("loss_curve") or []
         summary = {"output_dir": str(r.output_dir), "seed": r.metadata.get("seed"),
