@@ -80,7 +80,9 @@ def shrink_experiment(d: dict[str, Any]) -> dict[str, Any]:
     """An experiment config at the minimum size on the tiny model."""
     d = copy.deepcopy(d)
     d["model"] = "tiny:llama"
-    d["seeds"] = d.get("seeds", [0])[:1]
+    seeds = d.get("seeds", [0])
+    dseed = d.get("interp", {}).get("directions", {}).get("seed")
+    d["seeds"] = seeds[:1] + ([dseed] if dseed is not None and dseed != seeds[0] else [])   # keep the direction's seed
     for arm in d.get("data", {}).get("arms", []):
         arm["n"] = 4
     d.setdefault("train", {})["overrides"] = tiny_train(d.get("train", {}).get("overrides", {}))
@@ -200,7 +202,10 @@ def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, plant
                 arms = {(r["direction"], r.get("random_seed")) for r in rows if r["layer"] == layer and r["alpha"] == alpha}
                 assert arms == {("direction", None), ("random", 0)}
     if cfg.interp.monitor.enabled:
-        assert json.loads((d / "directions" / "dynamics.json").read_text())["rows"]
+        dyn = json.loads((d / "directions" / "dynamics.json").read_text())
+        assert dyn["rows"] and dyn["direction"]["method"] == shipped.interp.directions.method
+        # a shipped config monitors along a direction from outside the monitored run
+        assert dyn["direction"]["circular"] is False, dyn["direction"]["reasons"]
 
 
 # ----------------------------------------------------------------------------- transfer configs

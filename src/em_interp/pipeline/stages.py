@@ -405,10 +405,17 @@ def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, An
     complete = all(math.isfinite(v) for v in rates.values())
     stats = {k: ({"r": res[k][0], "p": res[k][1]} if complete and isinstance(res.get(k), (list, tuple)) else None)
              for k in ("pearson", "spearman")}
-    write_json_atomic(ctx.stage_dir / "dynamics.json", {"arm": arm, "seed": seed, "layer": layer, "rows": rows,
-                                                         "texts": f"{len(texts)} answers to the held-out questions",
-                                                         **stats})
-    return {"checkpoints": len(rows), **stats}
+    prov = res.get("provenance") or {}
+    write_json_atomic(ctx.stage_dir / "dynamics.json", {
+        "arm": arm, "seed": seed, "layer": layer, "rows": rows,
+        "texts": f"{len(texts)} answers to the held-out questions",
+        "direction": {"method": cfg.interp.directions.method, "circular": bool(prov.get("circular")),
+                      "reasons": prov.get("reasons", [])},
+        # r with its bootstrap CI over checkpoints and permutation p; the same-norm random-direction null
+        "correlation": res.get("correlation") if complete else None,
+        "random_control": res.get("random_control") if complete else None,
+        **stats})
+    return {"checkpoints": len(rows), "circular": bool(prov.get("circular")), **stats}
 
 
 def load_direction(ctx: RunContext, lm=None):
