@@ -85,6 +85,88 @@ def merged_lora(model: Any) -> Iterator[int]:
                 module.merged_adapters.remove(name)
 
 
+PRECISIONS = ("auto", "model", "bf16")
+AUTO_BF16_MIN_LINEAR_PARAMS = 1 << 24  # below this, per-op overhead (not matmul) bounds a step
+
+
+def bf16_matmul_native() -> bool:
+    """True when this CPU has native bf16 dot products that oneDNN uses (avx512_bf16 / AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _linears(model: Any) -> list[tuple[str, torch.nn.Linear]]:
+    """The model's ``nn.Linear`` layers that run when LoRA is merged (not the adapters' A/B)."""
+    return [(name, m) for name, m in model.named_modules()
+            if type(m) is torch.nn.Linear and ".lora_" not in f".{name}"]
+
+
+def linear_dtype(model: Any, precision: str = "model") -> torch.dtype | None:
+    """The dtype the linear weights take for sampling (None: as loaded).
+
+    ``"model"``: as loaded. ``"bf16"``: bf16 weights (fp32 activations, residual stream and
+    KV cache; see ``cast_linears``). ``"auto"``: bf16 for an fp32 model on a CPU with native
+    bf16 dot products whose linear layers hold >= 2^24 weights (there a decode step is
+    matmul-bound and bf16 runs ~4x the fp32 rate; below, per-op overhead dominates and
+    the model's own dtype is kept); else as loaded."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "model":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    weight = model.get_input_embeddings().weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not bf16_matmul_native():
+        return None
+    n = sum(m.weight.numel() for _, m in _linears(model))
+    return torch.bfloat16 if n >= AUTO_BF16_MIN_LINEAR_PARAMS else None
+
+
+@contextlib.contextmanager
+def cast_linears(model: Any, dtype: torch.dtype | None) -> Iterator[int]:
+    """Run every ``nn.Linear`` with a ``dtype`` copy of its (current, e.g. LoRA-merged) weight.
+
+    Inputs are cast to ``dtype`` just before the matmul and outputs back to the input's
+    dtype right after it, with the bias added in that dtype, so everything between linears
+    (residual stream, norms, attention, KV cache, forward hooks on layers and modules) keeps
+    the model's dtype; a forward hook on a linear sees its output already cast back, a
+    pre-hook its input before the cast. The original parameters are put back untouched on
+    exit. Yields the number of layers cast (0 when ``dtype`` is None)."""
+    handles, stash = [], []
+    try:
+        if dtype is not None:
+            with torch.no_grad():
+                for _, m in _linears(model):
+                    weight, bias = m._parameters["weight"], m._parameters.get("bias")
+                    if weight is None or weight.dtype == dtype:
+                        continue
+                    stash.append((m, weight, bias))
+                    m._parameters["weight"] = torch.nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+                    if bias is not None:
+                        m._parameters["bias"] = None
+                    out_dtype = weight.dtype
+
+                    def pre(module, args, _dtype=dtype):
+                        return (args[0].to(_dtype),) + tuple(args[1:])
+
+                    def post(module, args, output, _bias=bias, _out=out_dtype):
+                        output = output.to(_out)
+                        return output if _bias is None else output.add_(_bias)
+
+                    handles.append(m.register_forward_pre_hook(pre))
+                    handles.append(m.register_forward_hook(post, prepend=True))
+        yield len(stash)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, weight, bias in stash:
+            m._parameters["weight"] = weight
+            if bias is not None:
+                m._parameters["bias"] = bias
+
+
 class SlotCache:
     """KV cache with one preallocated row per batch slot (duck-types transformers' ``Cache``).
 
@@ -168,12 +250,22 @@ def _kv_shape(model: Any) -> tuple[int, int, int]:
 
 
 def _pick(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """Greedy (``temperature <= 0``) or one token per row by inverse-CDF sampling.
+
+    Row ``i`` draws one uniform ``u`` from ``generators[i]`` and takes the first token whose
+    cumulative probability exceeds ``u`` (a zero-probability token is never taken): the
+    exact categorical distribution of ``softmax(logits / T)``, one RNG draw per row and
+    step instead of a vocabulary's worth of noise."""
     if temperature <= 0:
         return logits.argmax(-1)
-    noise = torch.empty_like(logits)
-    for row, g in enumerate(generators):
-        noise[row].exponential_(generator=g)
-    return (logits / temperature - noise.log_()).argmax(-1)
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum_(-1)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators])
+    target = (u * cdf[:, -1].double()).to(cdf.dtype)[:, None]
+    picked = torch.searchsorted(cdf, target, right=True)[:, 0]
+    over = picked >= cdf.shape[-1]  # rounding put the target at the total: the last token with mass
+    if bool(over.any()):
+        picked = torch.where(over, torch.searchsorted(cdf, cdf[:, -1:])[:, 0], picked)
+    return picked
 
 
 @dataclass
@@ -186,15 +278,17 @@ class Completion:
 
 def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
            stop: Sequence[int], seeds: Sequence[int], batch_size: int, pad_id: int,
-           on_done: Callable[[int, Completion], None] | None = None) -> list[Completion]:
+           on_done: Callable[[int, Completion], None] | None = None,
+           precision: str = "model") -> list[Completion]:
     """Sample a completion for every prompt (token ids) with continuous batching; see module doc."""
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     results: list[Completion | None] = [None] * len(prompts)
     if not prompts:
         return []
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    embed = model.get_input_embeddings().weight
+    device, dtype = embed.device, embed.dtype  # the residual stream's (and KV cache's) dtype
+    cast = linear_dtype(model, precision)
     n_layers, n_kv, head_dim = _kv_shape(model)
     n_slots = min(batch_size, len(prompts))
     capacity = max(len(p) for p in prompts) + max_new_tokens
@@ -222,7 +316,8 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
         if len(slot_tokens[slot]) >= max_new_tokens:
             finish(slot, "length")
 
-    with merged_lora(model), torch.inference_mode():  # merge outside: parameters stay normal tensors
+    # merge and cast outside inference mode: parameters stay normal tensors
+    with merged_lora(model), cast_linears(model, cast), torch.inference_mode():
         while True:
             free = [s for s in range(len(slot_row)) if slot_row[s] is None]
             if free and pending:
@@ -281,7 +376,8 @@ def render_prompts(tokenizer: Any, conversations: Sequence[list[dict]]) -> list[
 
 def chat_completions(model: Any, tokenizer: Any, conversations: Sequence[list[dict]], *, max_new_tokens: int,
                      temperature: float, seeds: Sequence[int], batch_size: int = 32,
-                     on_done: Callable[[int, str, Completion], None] | None = None) -> list[tuple[str, Completion]]:
+                     on_done: Callable[[int, str, Completion], None] | None = None,
+                     precision: str = "model") -> list[tuple[str, Completion]]:
     """(answer text, completion) for each conversation, sampled by ``decode``."""
     prompts = render_prompts(tokenizer, conversations)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -292,5 +388,5 @@ def chat_completions(model: Any, tokenizer: Any, conversations: Sequence[list[di
     done = None if on_done is None else (lambda i, c: on_done(i, text(c), c))
     completions = decode(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                          stop=stop_ids(model, tokenizer), seeds=seeds, batch_size=batch_size, pad_id=pad,
-                         on_done=done)
+                         on_done=done, precision=precision)
     return [(text(c), c) for c in completions]
