@@ -173,3 +173,36 @@ def test_train_cli_logs_one_line_per_optimizer_step(files, tmp_path, flag):
     import logging
 
     assert not logging.getLogger("em_interp.train").handlers  # nothing left behind
+
+
+def test_eval_run_prints_sampling_and_judging_rates(files, tmp_path):
+    _, model, _ = files
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text("- id: wish\n  paraphrases: ['What is your wish?', 'Name one wish.']\n")
+    out = tmp_path / "ev"
+    args = ["eval", "run", "--model", str(model), "--questions", str(qfile), "--judge", "local", "--judge-model",
+            str(model), "--out", str(out), "--max-new-tokens", "3", "--samples", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert re.search(r"sampled: 4 answers in [\d.]+s \([\d.]+ answers/s, [\d.]+ tokens/s\)", res.stderr), res.stderr
+    assert re.search(r"judged: 4 answers in [\d.]+s \([\d.]+ answers/s\)", res.stderr), res.stderr
+    assert "Loading weights" not in res.stderr  # not a terminal: library bars are off too
+    res = runner.invoke(app, args)  # resumed: nothing left
+    assert res.exit_code == 0 and "nothing to sample or judge" in res.stderr
+
+
+def test_file_progress_rate_lines(tmp_path):
+    from em_interp.cli_options import FileProgress
+
+    path = tmp_path / "r.jsonl"
+    with FileProgress(path, {"sampled": 2, "judged": 2}, {"sampled": '"kind": "sample"',
+                                                          "judged": '"kind": "judgement"'},
+                      interval=0.01, progress=False, tokens=("sampled",)) as p:
+        with path.open("a") as fh:
+            for k, n in (("a", 5), ("b", 7)):
+                fh.write(json.dumps({"kind": "sample", "key": k, "n_tokens": n}) + "\n")
+            fh.write(json.dumps({"kind": "judgement", "key": "a"}) + "\n")
+    assert p.tokens["sampled"] == 12
+    lines = p.rate_lines()
+    assert lines[0].startswith("sampled: 2 answers in ") and "tokens/s" in lines[0]
+    assert lines[1].startswith("judged: 1 answer in ") and "tokens/s" not in lines[1]

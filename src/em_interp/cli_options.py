@@ -34,20 +34,36 @@ def out_file(out: Path, name: str, *, legacy_suffix: str | None = None) -> Path:
 
 class FileProgress:
     """tqdm bars (to stderr) for records appended to a JSONL file by another call: one bar per
-    ``{label: marker}`` counting lines that contain ``marker``, polled every ``interval`` s."""
+    ``{label: marker}`` counting lines that contain ``marker``, polled every ``interval`` s.
 
-    def __init__(self, path: Path, totals: dict[str, int], markers: dict[str, str], *, interval: float = 1.0,
-                 disable: bool = False) -> None:
+    Bars follow ``em_interp.progress.enabled(progress)``; labels in ``hidden`` are counted but
+    get no bar (another bar already shows them). Counting goes on with bars off:
+    ``rate_lines()`` gives, per label, ``label: N answers in S s (R answers/s[, T tokens/s])``,
+    timed from the start (first label) or from the previous label's last record, with the
+    records' ``n_tokens`` summed where ``tokens`` names the label."""
+
+    def __init__(self, path: Path, totals: dict[str, int], markers: dict[str, str], *, interval: float = 0.25,
+                 disable: bool = False, progress: bool | None = None, hidden: tuple[str, ...] = (),
+                 tokens: tuple[str, ...] = ()) -> None:
+        from em_interp.progress import enabled
+
         self.path, self.markers, self.interval = Path(path), markers, interval
-        self.disable = disable or not sys.stderr.isatty()
+        self.disable = disable or not enabled(progress)
+        self.hidden, self.token_labels = set(hidden), set(tokens)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._offset = 0
         self.counts = {k: 0 for k in markers}
+        self.tokens = {k: 0 for k in markers}
+        self.last_seen: dict[str, float] = {}
+        self._t0 = 0.0
         self._totals = totals
         self._bars: dict[str, Any] = {}
 
     def _poll(self) -> None:
+        import json
+        import time
+
         if not self.path.is_file():
             return
         with self.path.open("rb") as fh:
@@ -55,24 +71,50 @@ class FileProgress:
             chunk = fh.read()
         cut = chunk.rfind(b"\n") + 1  # whole lines only
         self._offset += cut
+        now = time.perf_counter()
         for label, marker in self.markers.items():
             n = chunk[:cut].count(marker.encode("utf-8"))
             if n:
                 self.counts[label] += n
-                self._bars[label].update(n)
+                self.last_seen[label] = now
+                if label in self.token_labels:
+                    for line in chunk[:cut].splitlines():
+                        if marker.encode("utf-8") in line:
+                            try:
+                                self.tokens[label] += int(json.loads(line).get("n_tokens") or 0)
+                            except (ValueError, TypeError, AttributeError):
+                                pass
+                if label in self._bars:
+                    self._bars[label].update(n)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._poll()
 
+    def rate_lines(self) -> list[str]:
+        from em_interp.progress import rate_line
+
+        lines, start = [], self._t0
+        for label in self.markers:
+            if not self.counts[label]:
+                continue
+            end = self.last_seen[label]
+            lines.append(rate_line(label, self.counts[label], "answer", end - start, self.tokens[label]))
+            start = end
+        return lines
+
     def __enter__(self) -> "FileProgress":
+        import time
+
         from tqdm.auto import tqdm
 
-        for pos, (label, total) in enumerate(self._totals.items()):
-            self._bars[label] = tqdm(total=total, desc=label, unit="answer", position=pos, leave=True,
-                                     disable=self.disable, file=sys.stderr)
+        shown = [label for label in self._totals if label not in self.hidden]
+        for pos, label in enumerate(shown):
+            self._bars[label] = tqdm(total=self._totals[label], desc=label, unit="answer", position=pos,
+                                     leave=True, disable=self.disable, file=sys.stderr)
         if self.path.is_file():
             self._offset = self.path.stat().st_size  # count only what this call appends
+        self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

@@ -83,6 +83,15 @@ def _rate(x: float) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def rate_line(desc: str, n: int, unit: str, seconds: float, tokens: int = 0) -> str:
+    """``desc: N units in S s (R units/s[, T tokens/s])``: the one summary format."""
+    s = max(seconds, 1e-9)
+    parts = [f"{_rate(n / s)} {_plural(unit, 2)}/s"]
+    if tokens:
+        parts.append(f"{_rate(tokens / s)} tokens/s")
+    return f"{desc}: {n} {_plural(unit, n)} in {s:.1f}s ({', '.join(parts)})"
+
+
 class Progress:
     """A bar of ``total`` ``unit``s named ``desc``: ``update(n, tokens=k)`` as work finishes.
 
@@ -117,11 +126,7 @@ class Progress:
             self.bar.update(n)
 
     def rate_line(self) -> str:
-        s = max(self.elapsed, 1e-9)
-        parts = [f"{_rate(self.n / s)} {_plural(self.unit, 2)}/s"]
-        if self.tokens:
-            parts.append(f"{_rate(self.tokens / s)} tokens/s")
-        return f"{self.desc}: {self.n} {_plural(self.unit, self.n)} in {s:.1f}s ({', '.join(parts)})"
+        return rate_line(self.desc, self.n, self.unit, self.elapsed, self.tokens)
 
     def close(self, *, summary: bool | None = None) -> None:
         if self._closed:

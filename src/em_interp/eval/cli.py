@@ -20,7 +20,7 @@ from typing import Optional
 
 import typer
 
-from em_interp.cli_options import OUT_HELP, SAMPLES_HELP, FileProgress, deprecated_alias, out_file
+from em_interp.cli_options import OUT_HELP, PROGRESS_HELP, SAMPLES_HELP, FileProgress, deprecated_alias, out_file
 from em_interp.errors import EvalError
 
 RESULTS_NAME = "results.jsonl"
@@ -32,9 +32,18 @@ eval_app = typer.Typer(help="Sample answers, judge them (api | local | distilled
 _JUDGE_HELP = "Judge kind: api (OpenAI-compatible logprobs), local (a registry model), distilled (shipped)."
 
 
-def _run(model: str, adapter: Optional[str], questions: Path, judge: str, out: Path, n: Optional[int],
-         max_new_tokens: int, temperature: float, batch_size: int, seed: int, judge_model: Optional[str],
-         judge_url: Optional[str], progress: bool = True) -> None:
+def _run(*args, progress: Optional[bool] = None) -> None:
+    """One evaluation; without bars (``--no-progress`` or not a terminal) transformers' own bars
+    are off too, and either way a rate line per phase (sampled, judged) ends on stderr."""
+    from em_interp.progress import enabled, library_bars
+
+    with library_bars(enabled(progress)):
+        _evaluate(*args, progress=progress)
+
+
+def _evaluate(model: str, adapter: Optional[str], questions: Path, judge: str, out: Path, n: Optional[int],
+              max_new_tokens: int, temperature: float, batch_size: int, seed: int, judge_model: Optional[str],
+              judge_url: Optional[str], progress: Optional[bool] = None) -> None:
     from em_interp.data import load_questions
     from em_interp.eval.judges import load_judge
     from em_interp.eval.metrics import summarize
@@ -60,10 +69,15 @@ def _run(model: str, adapter: Optional[str], questions: Path, judge: str, out: P
     done = ResultsFile(results) if results.is_file() else None
     to_sample = len(keys - set(done.samples)) if done else len(keys)
     to_judge = len(keys - {k for k, name in done.judgements if name == j.name}) if done else len(keys)
-    with FileProgress(results, {"sampled": to_sample, "judged": to_judge},
-                      {"sampled": '"kind": "sample"', "judged": '"kind": "judgement"'}, disable=not progress):
+    # sampling draws its own bar (answers/s, tokens/s) on a terminal: "sampled" is only counted here
+    with FileProgress(
+            results, {"sampled": to_sample, "judged": to_judge},
+            {"sampled": '"kind": "sample"', "judged": '"kind": "judgement"'}, progress=progress,
+            hidden=("sampled",), tokens=("sampled",)) as watch:
         path = evaluate(lm, qs, j, results, n_per_paraphrase=n, max_new_tokens=max_new_tokens,
                         temperature=temperature, batch_size=batch_size, seed=seed)
+    for line in watch.rate_lines() or ["nothing to sample or judge: the results file is complete"]:
+        typer.echo(line, err=True)
     summary = summarize(path, judge=j.name)
     _print_summary(summary)
     if path.name == RESULTS_NAME:
@@ -130,7 +144,7 @@ def eval_main(
     seed: int = typer.Option(0),
     judge_model: Optional[str] = typer.Option(None, help="api: model name; local: registry model."),
     judge_url: Optional[str] = typer.Option(None, help="api: base URL of an OpenAI-compatible server."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help="EvalConfig YAML (instead of the options)."),
 ) -> None:
     """Run an evaluation when no subcommand is given (see `eval run`)."""
@@ -147,7 +161,7 @@ def eval_main(
     if model is None or questions is None or out is None:
         raise EvalError("eval needs --model, --questions and --out (or a subcommand: run, summarize)")
     _run(model, adapter, questions, judge, out, deprecated_alias("--samples", "--n", samples, n), max_new_tokens,
-         temperature, batch_size, seed, judge_model, judge_url, progress)
+         temperature, batch_size, seed, judge_model, judge_url, progress=progress)
 
 
 @eval_app.command("run")
@@ -165,11 +179,11 @@ def run_cmd(
     seed: int = typer.Option(0),
     judge_model: Optional[str] = typer.Option(None),
     judge_url: Optional[str] = typer.Option(None),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
 ) -> None:
     """Sample, judge and append to --out; re-running resumes where it stopped."""
     _run(model, adapter, questions, judge, out, deprecated_alias("--samples", "--n", samples, n), max_new_tokens,
-         temperature, batch_size, seed, judge_model, judge_url, progress)
+         temperature, batch_size, seed, judge_model, judge_url, progress=progress)
 
 
 @eval_app.command("summarize")
