@@ -27,6 +27,7 @@ from em_interp.interp.direction import Direction
 from em_interp.interp.inputs import data_hash
 from em_interp.interp.lora_analysis import is_peft, lora_delta_norms
 from em_interp.interp.paired import KINDS, logit_lens, paired_batches
+from em_interp.progress import Progress
 
 KL_DEFINITION = "KL(P_finetuned ‖ P_base), nats, mean over tokens; logit lens = own final norm + unembedding"
 
@@ -131,13 +132,15 @@ def compute_diff(
     kl_chunk: int = 256,
     source: str | None = None,
     max_tokens: int | None = None,
+    progress: bool | None = None,
 ) -> DiffResult:
     """Per-layer diff numbers (see the module docstring).
 
     ``texts``: a list (strings, message lists, ``{"messages": ...}`` dicts, ``ChatExample``);
     ``source``: where they came from (recorded). ``tokens``: ``"all"`` non-pad tokens, the
     ``"prompt"`` or the ``"response"`` (last assistant turn) tokens. ``max_length``: tokens
-    per text (``max_tokens`` is its deprecated name). ``backend``: the interp backend."""
+    per text (``max_tokens`` is its deprecated name). ``backend``: the interp backend.
+    ``progress``: a bar with texts/s and tokens/s (``None``: when stderr is a terminal)."""
     _check_pair(base_lm, finetuned_lm)
     if max_tokens is not None:
         max_length = max_tokens
@@ -156,24 +159,26 @@ def compute_diff(
     norm_sum = torch.zeros(n_layers, dtype=f64)
     kl_sum = torch.zeros(n_layers, dtype=f64)
     n_tok = 0
-    for pb in paired_batches(base_lm, finetuned_lm, texts, batch_size=batch_size, max_length=max_length,
-                             tokens=tokens, backend=backend):
-        m_b = pb.mask.to(dev)
-        m_f = pb.mask.to(finetuned_lm.device)
-        n_tok += int(pb.mask.sum())
-        for kind in KINDS:
+    with Progress(len(texts), "model diff", "text", progress=progress) as bar:
+        for pb in paired_batches(base_lm, finetuned_lm, texts, batch_size=batch_size, max_length=max_length,
+                                 tokens=tokens, backend=backend):
+            m_b = pb.mask.to(dev)
+            m_f = pb.mask.to(finetuned_lm.device)
+            n_tok += int(pb.mask.sum())
+            for kind in KINDS:
+                for L in range(n_layers):
+                    delta = pb.finetuned[kind][L][m_f].float().to(dev) - pb.base[kind][L][m_b].float()
+                    sums[kind][L] += delta.sum(0).double().cpu()
             for L in range(n_layers):
-                delta = pb.finetuned[kind][L][m_f].float().to(dev) - pb.base[kind][L][m_b].float()
-                sums[kind][L] += delta.sum(0).double().cpu()
-        for L in range(n_layers):
-            hb = pb.base["resid_post"][L][m_b]                      # [N, d], the model's dtype
-            hf = pb.finetuned["resid_post"][L][m_f]
-            norm_sum[L] += hb.float().norm(dim=-1).double().sum().cpu()
-            for c in range(0, hb.shape[0], kl_chunk):
-                lp_b = torch.log_softmax(logit_lens(base_lm, hb[c:c + kl_chunk]).float(), -1)
-                lp_f = torch.log_softmax(logit_lens(finetuned_lm, hf[c:c + kl_chunk]).float(), -1).to(dev)
-                kl_sum[L] += (lp_f.exp() * (lp_f - lp_b)).sum(-1).double().sum().cpu()
-        del pb
+                hb = pb.base["resid_post"][L][m_b]                      # [N, d], the model's dtype
+                hf = pb.finetuned["resid_post"][L][m_f]
+                norm_sum[L] += hb.float().norm(dim=-1).double().sum().cpu()
+                for c in range(0, hb.shape[0], kl_chunk):
+                    lp_b = torch.log_softmax(logit_lens(base_lm, hb[c:c + kl_chunk]).float(), -1)
+                    lp_f = torch.log_softmax(logit_lens(finetuned_lm, hf[c:c + kl_chunk]).float(), -1).to(dev)
+                    kl_sum[L] += (lp_f.exp() * (lp_f - lp_b)).sum(-1).double().sum().cpu()
+            bar.update(int(pb.mask.shape[0]), tokens=int(pb.mask.sum()))
+            del pb
     if n_tok == 0:
         raise InterpError("the texts produced no tokens" + (" with a response" if tokens == "response" else ""))
 

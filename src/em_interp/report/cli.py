@@ -7,14 +7,13 @@ from typing import Optional
 
 import typer
 
-from em_interp.cli_options import MAX_LENGTH_HELP, OUT_HELP, deprecated_alias
+from em_interp.cli_options import MAX_LENGTH_HELP, OUT_HELP, PROGRESS_HELP, deprecated_alias, with_progress
 from em_interp.report.errors import ReportError
 
 report_app = typer.Typer(help="Reports: layer-wise model diffs and experiment pages (HTML + Markdown + PNG).",
                          no_args_is_help=True)
 
 
-@report_app.command("diff")
 def diff_cmd(
     base: str = typer.Option(..., "--base", help="Base model: registry name, hub id or folder."),
     texts: Path = typer.Option(..., "--texts", help="Chat JSONL ({'messages': ...} or {'text': ...} per line) "
@@ -30,6 +29,7 @@ def diff_cmd(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", hidden=True, help="Deprecated: --max-length."),
     backend: str = typer.Option("hf", "--backend", help="interp backend: hf, transformer_lens or nnsight."),
     device: Optional[str] = typer.Option(None, "--device"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
 ) -> None:
     """Per-layer residual-difference norms, cosines, logit-lens KL, attention vs MLP, LoRA delta norms."""
     from em_interp.models import load_model
@@ -46,6 +46,9 @@ def diff_cmd(
                         tokens=tokens, backend=backend)
     for key in ("json", "markdown", "html"):
         typer.echo(str(paths[key]))
+
+
+report_app.command("diff")(with_progress(diff_cmd))
 
 
 @report_app.command("run")
