@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from em_interp.cli_options import PROGRESS_HELP, with_progress
 from em_interp.pipeline.config import STAGES
 from em_interp.pipeline.transfer_stages import TRANSFER_STAGES
 
@@ -17,6 +18,7 @@ _RESUME = typer.Option(None, "--resume", help="Continue this run directory.")
 _FRESH = typer.Option(False, "--fresh", help="Start a new run even if an unfinished one exists.")
 _ROOT = typer.Option(Path("artifacts"), "--root", help="Where run directories go.")
 _CHECK = typer.Option(False, "--check", help="Only validate the config and print the plan.")
+_PROGRESS = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP)
 
 
 def _plan(config: Path, cfg, stages, extra: str) -> None:
@@ -31,6 +33,7 @@ def run_cmd(
     from_stage: Optional[str] = typer.Option(
         None, "--from", help=f"Rerun from this stage (clears it and later ones): {', '.join(STAGES)}."),
     resume: Optional[Path] = _RESUME, fresh: bool = _FRESH, root: Path = _ROOT, check: bool = _CHECK,
+    progress: Optional[bool] = _PROGRESS,
 ) -> None:
     """Run data -> train -> eval -> directions -> steering -> ablation -> probes -> report.
 
@@ -58,6 +61,7 @@ def transfer_cmd(
     resume: Optional[Path] = _RESUME, fresh: bool = _FRESH, root: Path = _ROOT,
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the config's, else cuda when available)."),
     check: bool = _CHECK,
+    progress: Optional[bool] = _PROGRESS,
 ) -> None:
     """Cross-language / cross-format transfer: finetune per source, evaluate every target,
     proximity, per-language directions and ablation, transfer matrices with clustered CIs and
@@ -74,5 +78,5 @@ def transfer_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run_cmd)
-    app.command("transfer")(transfer_cmd)
+    app.command("run")(with_progress(run_cmd))
+    app.command("transfer")(with_progress(transfer_cmd))
