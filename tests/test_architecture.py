@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "em_interp"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),                                                # foundation modules
     ("config",),
-    ("hashing", "jsonl", "tensorfiles", "cli_options"),
+    ("hashing", "jsonl", "tensorfiles", "cli_options", "progress"),
     ("models",),
     ("data",),
     ("train", "eval"),
