@@ -21,7 +21,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "em_interp"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),                                                # foundation modules
     ("config",),
-    ("hashing", "jsonl", "tensorfiles", "cli_options", "progress"),
+    ("progress",),                                              # bars and rate lines (imports no em_interp)
+    ("hashing", "jsonl", "tensorfiles", "cli_options"),
     ("models",),
     ("data",),
     ("train", "eval"),
