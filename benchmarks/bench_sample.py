@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_eval import questions
+from benchmarks.bench_eval import QUESTIONS, questions
 from benchmarks.common import median
 
 
@@ -50,6 +50,22 @@ def with_lora_and_hook(lm: Any, r: int = 32, seed: int = 0) -> tuple[Any, Any]:
     return LoadedModel(model=model, tokenizer=lm.tokenizer, name=lm.name, path=lm.path, adapter="random-lora"), handle
 
 
+def gemm_rates(repeats: int = 5) -> dict:
+    """This process's matmul rate, GFLOP per CPU-second (all its threads), fp32 and bf16:
+    a 1024^3 product (the peak) and a decode-step shape (32 rows x 576 x 1536)."""
+    out = {}
+    for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        for (m, k, n), shape in (((1024, 1024, 1024), "1024^3"), ((32, 576, 1536), "32x576x1536")):
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            a @ b
+            c0 = time.process_time()
+            reps = repeats if m == 1024 else repeats * 40
+            for _ in range(reps):
+                a @ b
+            out[f"{tag}_{shape}"] = round(2 * m * k * n * reps / max(time.process_time() - c0, 1e-9) / 1e9, 1)
+    return out
+
+
 def sgemm_rate(n: int = 1024, repeats: int = 5) -> float:
     """fp32 matmul GFLOP per CPU-second of this process (all its threads)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -60,8 +76,12 @@ def sgemm_rate(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n ** 3 * repeats / (time.process_time() - c0) / 1e9
 
 
-def arithmetic(lm: Any, batch_size: int, mean_context: float) -> dict:
-    """FLOPs and bytes per new token of one decode step at ``batch_size`` rows."""
+def arithmetic(lm: Any, batch_size: float, mean_context: float, weight_bytes: int = 4) -> dict:
+    """FLOPs and bytes per new token of one decode step at ``batch_size`` live rows.
+
+    FLOPs: 2 per linear weight (LoRA merged: the base shapes; the LM head included) plus
+    attention (4 x layers x heads x head_dim x context). Bytes: every linear weight read
+    once per step, shared by the live rows, plus this row's K and V (fp32) at its context."""
     cfg = lm.config
     linear = sum(m.weight.numel() for n, m in lm.model.named_modules()
                  if isinstance(m, torch.nn.Linear) and "lora_" not in n)
@@ -69,48 +89,125 @@ def arithmetic(lm: Any, batch_size: int, mean_context: float) -> dict:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attn_flops = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * mean_context
     kv_bytes = 2 * cfg.num_hidden_layers * n_kv * head_dim * mean_context * 4
-    return {"linear_params": linear, "flops_per_token": 2 * linear + attn_flops,
-            "bytes_per_token": 4 * linear / batch_size + kv_bytes}
+    return {"linear_params": linear, "flops_per_token": round(2 * linear + attn_flops),
+            "bytes_per_token": round(weight_bytes * linear / batch_size + kv_bytes)}
+
+
+def profile_step(lm: Any, batch_size: int = 32, steps: int = 8, precision: str = "auto") -> dict:
+    """Where a decode step's time goes: ``torch.profiler`` self-CPU shares of the fast loop
+    (``steps`` new tokens for ``batch_size`` rows, prefill included), top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from em_interp.models.generate import decode, render_prompts
+
+    convs = [[{"role": "user", "content": q}] for _, q in QUESTIONS] * (batch_size // len(QUESTIONS) + 1)
+    prompts = render_prompts(lm.tokenizer, convs[:batch_size])
+    kw = dict(max_new_tokens=steps, temperature=1.0, stop=[], seeds=list(range(batch_size)),
+              batch_size=batch_size, pad_id=0, precision=precision)
+    decode(lm.model, prompts, **{**kw, "max_new_tokens": 2})
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        decode(lm.model, prompts, **kw)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    groups = {"matmul (mm/bmm/addmm)": ("aten::mm", "aten::bmm", "aten::addmm"),
+              "attention (sdpa)": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
+              "dtype casts / copies": ("aten::copy_",), "sampling (softmax/cumsum/searchsorted)":
+              ("aten::_softmax", "aten::cumsum_", "aten::searchsorted")}
+    share = {g: round(sum(e.self_cpu_time_total for e in events if e.key in ops) / total, 3)
+             for g, ops in groups.items()}
+    share["everything else"] = round(1 - sum(share.values()), 3)
+    return {"batch_size": batch_size, "steps": steps, "precision": precision,
+            "self_cpu_ms_per_step": round(total / 1e3 / steps, 1), "share": share,
+            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+                        for e in top]}
+
+
+CONTENDERS = {
+    "generate": dict(backend="generate"),
+    "transformers": dict(backend="transformers", precision="auto"),
+    "transformers_fp32": dict(backend="transformers", precision="model"),
+}
 
 
 def bench_sample(lm: Any, *, n_questions: int = 8, per_question: int = 4, batch_size: int = 32,
-                 new_tokens: int = 32, repeats: int = 2, log=print) -> dict:
-    """Fast vs plain sampling of the same answers with a LoRA adapter and a steering hook active."""
+                 new_tokens: int = 200, repeats: int = 1, contenders: tuple[str, ...] = ("generate", "transformers"),
+                 profile: bool = False, log=print) -> dict:
+    """Fast vs plain sampling of the same answers with a LoRA adapter and a steering hook active.
+
+    ``contenders``: ``generate`` (plain ``model.generate`` per batch, adapter unmerged, the
+    model's dtype), ``transformers`` (the default fast path: continuous batching, adapter
+    merged, ``precision="auto"``: bf16 linears where the CPU has native bf16) and
+    ``transformers_fp32`` (the same loop with the model's fp32 weights). They alternate
+    (the order rotates every repeat); per-run 1-min load averages are recorded."""
+    import os
+
     from em_interp.eval import sample_answers
+    from em_interp.models.generate import linear_dtype, render_prompts
 
     qs = questions(n_questions)
     adapted, handle = with_lora_and_hook(lm)
+    prompt_lens = [len(p) for p in render_prompts(lm.tokenizer, [q.messages(0) for q in qs])]
     try:
-        def run(backend: str) -> tuple[float, float, int, float]:
+        def run(name: str) -> dict:
+            load0 = os.getloadavg()[0]
             t0, c0 = time.perf_counter(), time.process_time()
             rows = sample_answers(adapted, qs, n_per_paraphrase=per_question, max_new_tokens=new_tokens,
-                                  temperature=1.0, batch_size=batch_size, seed=0, backend=backend)
-            ctx = sum(r["n_tokens"] for r in rows) / 2 / max(len(rows), 1)
-            return time.perf_counter() - t0, time.process_time() - c0, sum(r["n_tokens"] for r in rows), ctx
+                                  temperature=1.0, batch_size=batch_size, seed=0, **CONTENDERS[name])
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            lens = [r["n_tokens"] for r in rows]
+            return {"wall": wall, "cpu": cpu, "tokens": sum(lens), "lens": lens,
+                    "eos": sum(r["finish"] == "eos" for r in rows), "load": [round(load0, 2),
+                                                                               round(os.getloadavg()[0], 2)]}
 
-        times: dict[str, list] = {"generate": [], "transformers": []}
+        runs: dict[str, list] = {name: [] for name in contenders}
         for r in range(repeats):
-            for backend in (["generate", "transformers"] if r % 2 == 0 else ["transformers", "generate"]):
-                times[backend].append(run(backend))
+            order = list(contenders)[r % len(contenders):] + list(contenders)[:r % len(contenders)]
+            for name in order:
+                runs[name].append(run(name))
+                x = runs[name][-1]
+                log(f"    {name}: {x['tokens']} tokens in {x['wall']:.1f}s ({x['tokens'] / x['wall']:.1f} tok/s), "
+                    f"load {x['load']}")
     finally:
         handle.remove()
+    cast = linear_dtype(adapted.model, "auto")
     out: dict[str, Any] = {"model": lm.name, "answers": n_questions * per_question, "batch_size": batch_size,
-                           "max_new_tokens": new_tokens, "repeats": repeats, "adapter": "random LoRA r=32, all",
-                           "hook": f"steer resid at layer {lm.n_layers // 2}"}
-    for backend, runs in times.items():
-        wall, cpu, tokens = median([x[0] for x in runs]), median([x[1] for x in runs]), median([x[2] for x in runs])
-        out[backend] = {"tokens": int(tokens), "seconds_median": round(wall, 3), "cpu_s_median": round(cpu, 3),
-                        "tokens_per_s": round(tokens / wall, 2), "tokens_per_cpu_s": round(tokens / cpu, 2)}
-    fast, plain = out["transformers"], out["generate"]
-    out["speedup_tokens_per_s"] = round(fast["tokens_per_s"] / plain["tokens_per_s"], 3)
-    out["speedup_tokens_per_cpu_s"] = round(fast["tokens_per_cpu_s"] / plain["tokens_per_cpu_s"], 3)
-    prompt_len = 60  # about the chat-templated question length
-    limit = arithmetic(adapted, batch_size, prompt_len + new_tokens / 2)
-    peak = sgemm_rate()
-    out.update(limit, sgemm_gflops_per_cpu_s=round(peak, 2),
-               fast_gflops_per_cpu_s=round(fast["tokens_per_cpu_s"] * limit["flops_per_token"] / 1e9, 2))
+                           "max_new_tokens": new_tokens, "temperature": 1.0, "repeats": repeats,
+                           "threads": torch.get_num_threads(), "adapter": "random LoRA r=32, all projections",
+                           "hook": f"steer resid at layer {lm.n_layers // 2}",
+                           "fast_path_linear_dtype": str(cast or next(lm.model.parameters()).dtype),
+                           "prompt_tokens_mean": round(sum(prompt_lens) / len(prompt_lens), 1)}
+    for name, xs in runs.items():
+        wall, cpu, tokens = median([x["wall"] for x in xs]), median([x["cpu"] for x in xs]), median(
+            [x["tokens"] for x in xs])
+        out[name] = {"tokens": int(tokens), "seconds_median": round(wall, 3), "cpu_s_median": round(cpu, 3),
+                     "tokens_per_s": round(tokens / wall, 2), "tokens_per_cpu_s": round(tokens / cpu, 2),
+                     "answers_ended_at_eos": xs[-1]["eos"], "answer_tokens_mean": round(
+                         sum(xs[-1]["lens"]) / len(xs[-1]["lens"]), 1), "load_avg_1m": [x["load"] for x in xs]}
+    fast = out["transformers"]
+    if "generate" in out:
+        plain = out["generate"]
+        out["speedup_tokens_per_s"] = round(fast["tokens_per_s"] / plain["tokens_per_s"], 3)
+        out["speedup_tokens_per_cpu_s"] = round(fast["tokens_per_cpu_s"] / plain["tokens_per_cpu_s"], 3)
+    if "transformers_fp32" in out:
+        out["bf16_over_fp32_tokens_per_s"] = round(fast["tokens_per_s"] / out["transformers_fp32"]["tokens_per_s"], 3)
+    mean_ctx = out["prompt_tokens_mean"] + fast["answer_tokens_mean"] / 2
+    rows = min(batch_size, out["answers"])
+    wbytes = 2 if cast == torch.bfloat16 else 4
+    out.update(arithmetic(adapted, rows, mean_ctx, wbytes), mean_context=round(mean_ctx, 1))
+    rates = gemm_rates()
+    peak = rates["bf16_1024^3" if wbytes == 2 else "fp32_1024^3"]
+    out["gemm_gflops_per_cpu_s"] = rates
+    out["sgemm_gflops_per_cpu_s"] = rates["fp32_1024^3"]
+    out["fast_gflops_per_cpu_s"] = round(fast["tokens_per_cpu_s"] * out["flops_per_token"] / 1e9, 2)
+    out["fast_gbytes_per_cpu_s"] = round(fast["tokens_per_cpu_s"] * out["bytes_per_token"] / 1e9, 2)
     out["fraction_of_matmul_peak"] = round(out["fast_gflops_per_cpu_s"] / peak, 3)
-    log(f"  sample {lm.name}: fast {fast['tokens_per_s']} tok/s vs generate {plain['tokens_per_s']} "
-        f"(x{out['speedup_tokens_per_s']} wall, x{out['speedup_tokens_per_cpu_s']} per CPU-s), "
-        f"{out['fraction_of_matmul_peak']:.0%} of the matmul rate")
+    out["matmul_peak_dtype"] = "bf16" if wbytes == 2 else "fp32"
+    if profile:
+        out["decode_profile"] = profile_step(adapted, batch_size=min(batch_size, 32))
+    msg = f"  sample {lm.name}: fast {fast['tokens_per_s']} tok/s"
+    if "generate" in out:
+        msg += (f" vs generate {out['generate']['tokens_per_s']} (x{out['speedup_tokens_per_s']} wall, "
+                f"x{out['speedup_tokens_per_cpu_s']} per CPU-s)")
+    log(msg + f", {out['fraction_of_matmul_peak']:.0%} of the {out['matmul_peak_dtype']} matmul rate")
     return out

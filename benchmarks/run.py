@@ -45,9 +45,12 @@ class Plan:
     sample_tokens: int = 24
     sample_repeats: int = 2
     fast_models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
-    fast_per_question: int = 8      # 8 questions x 8 = 64 answers: batch 32 refills once
-    fast_tokens: int = 64
+    fast_per_question: int = 8      # 8 EM questions x 8 = 64 answers: batch 32 refills once
+    fast_tokens: int = 200          # EM answers end at EOS at different lengths, up to this
     fast_repeats: int = 2
+    fast_contenders: dict[str, tuple] = field(default_factory=lambda: {
+        "smollm2-135m-instruct": ("generate", "transformers", "transformers_fp32"),
+        "qwen2.5-coder-0.5b-instruct": ("transformers", "generate")})
     judge_distilled_n: int = 64
     judge_local_n: int = 3
     judge_model: str = "smollm2-135m-instruct"
@@ -68,8 +71,9 @@ def make_plan(quick: bool, gpu: bool) -> Plan:
     if quick:
         return Plan(capture_n={"tiny": [32, 128], "smollm2-135m-instruct": [16]}, capture_budget=64,
                     steer_tokens=8, steer_repeats=3, sample_tokens=8, sample_repeats=1, judge_distilled_n=8,
-                    fast_models=["smollm2-135m-instruct"], fast_per_question=4, fast_tokens=32,
-                    fast_repeats=1,
+                    fast_per_question=4, fast_repeats=1,
+                    fast_contenders={"smollm2-135m-instruct": ("generate", "transformers", "transformers_fp32"),
+                                     "qwen2.5-coder-0.5b-instruct": ("transformers",)},
                     judge_local_n=1, train_args=["--steps", "1", "--batch", "1", "--accum", "1", "--max-tokens", "110"])
     return Plan()
 
@@ -128,7 +132,8 @@ def run_sample(plan: Plan, lms: dict, log) -> dict:
     for key in plan.fast_models:
         lm = lms.get(key) or load(key, plan.device)
         out[key] = bench_sample(lm, per_question=plan.fast_per_question, new_tokens=plan.fast_tokens,
-                                repeats=plan.fast_repeats, log=log)
+                                repeats=plan.fast_repeats, log=log, profile=key == plan.fast_models[0],
+                                contenders=plan.fast_contenders.get(key, ("generate", "transformers")))
         del lm
     return out
 
@@ -201,14 +206,20 @@ def tables(results: dict) -> dict[str, str]:
         out["judges"] = markdown_table(["judge", "answers", "answers/s", "skipped"], rows)
     sa = results.get("sample")
     if sa:
-        rows = [[m["model"], m["answers"], m["batch_size"], m["max_new_tokens"], m["generate"]["tokens_per_s"],
-                 m["transformers"]["tokens_per_s"], m["speedup_tokens_per_s"], m["generate"]["tokens_per_cpu_s"],
-                 m["transformers"]["tokens_per_cpu_s"], m["speedup_tokens_per_cpu_s"],
+        def get(m, name, key):
+            return (m.get(name) or {}).get(key)
+
+        rows = [[m["model"], m["answers"], m["batch_size"], m["max_new_tokens"], m.get("threads"),
+                 get(m, "generate", "tokens_per_s"), get(m, "transformers_fp32", "tokens_per_s"),
+                 get(m, "transformers", "tokens_per_s"), m.get("speedup_tokens_per_s"),
+                 m.get("speedup_tokens_per_cpu_s"), m.get("bf16_over_fp32_tokens_per_s"),
+                 " / ".join(str(x["load_avg_1m"]) for x in (m.get(n) for n in ("generate", "transformers")) if x),
                  round(m["flops_per_token"] / 1e6, 1), round(m["bytes_per_token"] / 1e6, 2),
                  m["fraction_of_matmul_peak"]] for m in sa.values()]
-        out["sample"] = markdown_table(["model", "answers", "batch", "max new tokens", "generate tok/s",
-                                        "fast tok/s", "fast / generate (wall)", "generate tok/CPU-s",
-                                        "fast tok/CPU-s", "fast / generate (CPU)", "MFLOP/token", "MB/token",
+        out["sample"] = markdown_table(["model", "answers", "batch", "max new tokens", "threads", "generate tok/s",
+                                        "fast fp32 tok/s", "fast (default) tok/s", "fast / generate (wall)",
+                                        "fast / generate (CPU)", "default / fp32 (wall)",
+                                        "1-min load [start, end] generate / fast", "MFLOP/token", "MB/token",
                                         "fraction of matmul peak"], rows)
     tr = results.get("train")
     if tr:
