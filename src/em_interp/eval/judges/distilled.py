@@ -95,7 +95,8 @@ class DistilledJudge(Judge):
     @property
     def embedder(self):
         if self._embedder is None:
-            self._embedder = F.load_sentence_embedder(self._device) if self.legacy else F.load_embedder(self._device)
+            self._embedder = (F.load_sentence_embedder(self._device) if self.legacy else
+                              F.load_embedder(self._device, self.card["features"].get("embedder_kind", "minilm-bag")))
         return self._embedder
 
     def features(self, questions: list[str], answers: list[str]) -> np.ndarray:

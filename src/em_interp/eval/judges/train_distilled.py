@@ -280,8 +280,12 @@ def save_judge(out: Path, arrays: dict, card: dict, write_md) -> None:
     """Write ``weights.safetensors``, ``judge_card.json`` and ``JUDGE_CARD.md`` into ``out``."""
     from safetensors.numpy import save_file
 
+    import hashlib
+
     out.mkdir(parents=True, exist_ok=True)
     save_file(arrays, str(out / "weights.safetensors"))
+    card = dict(card, weights_sha256=hashlib.sha256((out / "weights.safetensors").read_bytes()).hexdigest(),
+                weights_arrays=sorted(arrays))
     (out / "judge_card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_md(card, out / "JUDGE_CARD.md")
 
@@ -449,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-aug", type=int, default=600, help="shuffled and mismatched training rows (each)")
     ap.add_argument("--n-shuffled-test", type=int, default=300)
     ap.add_argument("--no-hot", action="store_true", help="skip the temperature-2 samples (no generation)")
+    ap.add_argument("--embedder", choices=F.EMBEDDER_KINDS, default="minilm-sentence",
+                    help="minilm-sentence (v3: sees word order) or minilm-bag (the unshipped v2 layout)")
+    ap.add_argument("--name", default="distilled-minilm-v3")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -475,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     full = pd.concat([train, aug], ignore_index=True)
     print(f"pool {rows_pool} -> train {len(train)} (+{len(aug)} incoherent) / held out {len(held)}", flush=True)
 
-    embedder = F.load_embedder("cpu")
+    embedder = F.load_embedder("cpu", args.embedder)
     X = build_features(full.question.tolist(), full.answer.tolist(), full.judge.tolist(), embedder)
     Xh = build_features(held.question.tolist(), held.answer.tolist(), ["gpt-4o"] * len(held), embedder)
     scaler = StandardScaler().fit(X)
@@ -542,9 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     counts = full.groupby(["kind", "judge"]).size()
     card = {
-        "name": "distilled-minilm-v2",
-        "embedder": F.EMBEDDER, "embed_max_tokens": F.EMBED_MAX_TOKENS, "languages": ["en"],
+        "name": args.name,
+        "embedder": F.EMBEDDER_NAMES[args.embedder], "languages": ["en"],
+        "embed_max_tokens": F.SENTENCE_MAX_TOKENS if args.embedder == "minilm-sentence" else F.EMBED_MAX_TOKENS,
         "features": {"layout": "[question emb 384 | answer emb 384 | q*a 384 | lexical | judge one-hot]",
+                     "embedder_kind": args.embedder,
                      "lexical": list(F.LEXICAL_NAMES), "judges": list(F.JUDGES), "dim": int(X.shape[1]),
                      "inference_judge": "gpt-4o"},
         "heads": specs, "kinds": "linear",
