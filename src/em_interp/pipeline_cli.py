@@ -49,7 +49,10 @@ def run_cmd(
         cfg = load_experiment(config)
         _plan(config, cfg, default_stages(), f"seeds {cfg.seeds}, arms {cfg.arm_names}")
         return
-    result = run(config, out=out, from_stage=from_stage, resume=resume, fresh=fresh, root=root)
+    from em_interp.progress import train_step_log
+
+    with train_step_log():  # the train stage runs without bars: one log line per optimizer step
+        result = run(config, out=out, from_stage=from_stage, resume=resume, fresh=fresh, root=root)
     typer.echo(str(result.report if result.report is not None else result.run_dir))
 
 
@@ -73,7 +76,11 @@ def transfer_cmd(
         _plan(config, cfg, transfer_stages(), f"sources {[s.label for s in cfg.sources]}, targets {cfg.targets}, "
                                               f"judge {cfg.judge.kind}")
         return
-    result = run_transfer(config, out=out, from_stage=from_stage, resume=resume, fresh=fresh, root=root, device=device)
+    from em_interp.progress import train_step_log
+
+    with train_step_log():  # the train stage runs without bars: one log line per optimizer step
+        result = run_transfer(config, out=out, from_stage=from_stage, resume=resume, fresh=fresh, root=root,
+                              device=device)
     typer.echo(str(result.report if result.report is not None else result.run_dir))
 
 

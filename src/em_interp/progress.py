@@ -19,6 +19,7 @@ so a log file of a non-interactive run still says how fast each step went.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from contextvars import ContextVar
@@ -73,6 +74,32 @@ def library_bars(show: bool) -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+TRAIN_LOGGER = "em_interp.train"
+
+
+@contextlib.contextmanager
+def train_step_log(show: bool = True) -> Iterator[None]:
+    """While inside (and ``show``), the train loop's INFO lines (logger ``em_interp.train``, one
+    per optimizer step: step, loss, lr, tokens/s) go to stderr as ``train: step 3/8 ...``. For
+    commands that train without a bar (``train --no-progress``, ``run``, ``transfer``)."""
+    if not show:
+        yield
+        return
+    logger = logging.getLogger(TRAIN_LOGGER)
+    handler = logging.StreamHandler(sys.stderr)  # the stream of the moment (a test runner may swap it)
+    handler.setFormatter(logging.Formatter("train: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        handler.flush()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def _plural(unit: str, n: float) -> str:

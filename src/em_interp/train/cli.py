@@ -10,41 +10,14 @@ line per optimizer step (every ``logging_steps``)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import sys
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
 from em_interp.cli_options import PROGRESS_HELP
 from em_interp.errors import ConfigError
-
-LOGGER = "em_interp.train"
-
-
-@contextlib.contextmanager
-def step_log(enabled: bool) -> Iterator[None]:
-    """While inside (and ``enabled``), the train loop's INFO lines go to stderr, one per step."""
-    if not enabled:
-        yield
-        return
-    logger = logging.getLogger(LOGGER)
-    handler = logging.StreamHandler(sys.stderr)  # the stream of the moment (a test runner may swap it)
-    handler.setFormatter(logging.Formatter("train: %(message)s"))
-    old_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        handler.flush()
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
 
 def _parse_seeds(first: Optional[str], rest: list[str]) -> list[int] | None:
     """``--seeds 0 1 2`` (click hands over ``0`` and leaves ``1 2`` as extra arguments) or ``--seeds 0,1,2``."""
@@ -98,9 +71,9 @@ def train_cmd(
         raise ConfigError(str(exc), file=config) from None
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError("output folder is a file; give a folder with --out", file=cfg.output_dir)
-    from em_interp.progress import library_bars
+    from em_interp.progress import library_bars, train_step_log
 
-    with step_log(not cfg.progress), library_bars(cfg.progress):
+    with train_step_log(not cfg.progress), library_bars(cfg.progress):
         results = train_seeds(cfg, seed_list, resume=resume) if seed_list else [train(cfg, resume=resume)]
     for r in results:
         curve = r.metadata.get("loss_curve") or []
