@@ -74,7 +74,7 @@ def make_plan(quick: bool, gpu: bool) -> Plan:
                     fast_per_question=4, fast_repeats=1,
                     fast_contenders={"smollm2-135m-instruct": ("generate", "transformers", "transformers_fp32"),
                                      "qwen2.5-coder-0.5b-instruct": ("transformers",)},
-                    judge_local_n=1, train_args=["--steps", "1", "--batch", "1", "--accum", "1", "--max-tokens", "110"])
+                    judge_local_n=1, train_args=["--steps", "2", "--batch", "4", "--accum", "2", "--max-tokens", "320"])
     return Plan()
 
 
@@ -224,13 +224,17 @@ def tables(results: dict) -> dict[str, str]:
     tr = results.get("train")
     if tr:
         if "result" in tr:
-            rows = [[r["model"], r["examples"], r["steps"], r["em_interp"]["tokens_per_s"],
-                     r["hf_trainer"]["tokens_per_s"], r["ratio_em_interp_over_trainer"],
+            rows = [[r["model"], r["examples"], r.get("batch"), r.get("accum"), r["steps"],
+                     r["em_interp"]["tokens_per_s"], r["hf_trainer"]["tokens_per_s"], r["ratio_em_interp_over_trainer"],
                      r["em_interp"].get("tokens_per_cpu_s"), r["hf_trainer"].get("tokens_per_cpu_s"),
-                     r.get("ratio_per_cpu_s")] for r in tr["result"]["results"]]
-            out["train"] = markdown_table(["model", "examples", "optimizer steps", "em_interp tok/s",
+                     r.get("ratio_per_cpu_s"), r.get("ratio_em_interp_over_trainer_grouped"),
+                     " / ".join(str(r[k].get("load_avg_1m")) for k in ("hf_trainer", "em_interp") if k in r)]
+                    for r in tr["result"]["results"]]
+            out["train"] = markdown_table(["model", "examples", "batch", "accum", "optimizer steps", "em_interp tok/s",
                                            "Trainer tok/s", "ours / Trainer (wall)", "em_interp tok/CPU-s",
-                                           "Trainer tok/CPU-s", "ours / Trainer (CPU)"], rows)
+                                           "Trainer tok/CPU-s", "ours / Trainer (CPU)",
+                                           "ours / Trainer group_by_length (wall)",
+                                           "1-min load [start, end] Trainer / ours"], rows)
         else:
             out["train"] = f"skipped: {tr.get('skipped')}"
     return out

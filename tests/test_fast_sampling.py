@@ -257,3 +257,23 @@ def test_smollm2_bf16_logits_within_the_format_tolerance_with_adapter_and_hook(s
 def test_smollm2_precision_auto_is_bf16_exactly_where_the_cpu_has_native_bf16(smollm2):
     expected = torch.bfloat16 if bf16_matmul_native() else None
     assert linear_dtype(smollm2.model, "auto") is expected
+
+
+def test_inverse_cdf_sampling_draws_the_softmax_distribution_and_never_a_zero_probability_token():
+    from em_interp.models.generate import _pick
+
+    logits = torch.tensor([2.0, 0.0, float("-inf"), 1.0, -1.0])
+    rows, rounds, temperature = 200, 50, 0.7
+    gens = [torch.Generator().manual_seed(1000 + i) for i in range(rows)]
+    counts = torch.zeros(5)
+    for _ in range(rounds):
+        counts += torch.bincount(_pick(logits.expand(rows, 5), temperature, gens), minlength=5).float()
+    n = rows * rounds
+    p = torch.softmax(logits / temperature, -1)
+    assert counts[2] == 0
+    sigma = (n * p * (1 - p)).sqrt()
+    assert bool(((counts - n * p).abs() <= 5 * sigma + 1).all()), (counts / n, p)
+    again = [torch.Generator().manual_seed(1000 + i) for i in range(rows)]
+    assert torch.equal(_pick(logits.expand(rows, 5), temperature, again),
+                       _pick(logits.expand(rows, 5), temperature, [torch.Generator().manual_seed(1000 + i)
+                                                                    for i in range(rows)]))

@@ -12,6 +12,15 @@ persona answers) comes here. What makes it fast on a CPU compared to ``generate`
   base weights for the duration and the original tensors put back afterwards (bit-exact);
   forward hooks on decoder layers and modules (steering, ablation, capture) still apply.
 - Prefill computes the LM head at the last prompt position only.
+- **bf16 linear weights** (``precision="bf16"``, or ``"auto"`` where it pays: an fp32
+  model of >= 2^24 linear weights on a CPU with native bf16 dot products, e.g.
+  avx512_bf16): ``cast_linears`` runs every ``nn.Linear`` on a bf16 copy of its (merged)
+  weight, casting the input just before and the output just after the matmul, so the
+  residual stream, norms, attention, KV cache and every hook stay fp32. oneDNN's bf16
+  matmul runs ~4x the fp32 rate on such CPUs (see ``benchmarks/bench_sample.py``); the
+  logits move by about the format's rounding (tests: ``tests/test_fast_sampling.py``).
+  ``decode``/``chat_completions`` default to ``"model"`` (as loaded); ``eval.sample_answers``
+  defaults to ``"auto"``.
 
 It runs the model's own HF forward (decoder layers, their hooks), with a custom 4D mask
 and explicit position ids, so ``interp.hooks``' prompt/response tracking holds: a
@@ -19,7 +28,7 @@ prefill call has no past (prompt), a decode call reports a past at least as long
 any prompt (response).
 
 Determinism: each row draws its tokens from its own generator seeded by ``seeds[i]``
-(Gumbel-max: ``argmax(logits / T - log E)``, ``E ~ Exp(1)`` from that generator), so a
+(inverse-CDF: one uniform per row and step against the cumulative ``softmax(logits / T)``), so a
 row's answer is a function of (model, prompt, seed) and not of which rows share its
 batch or of the order they run in -- up to floating-point rounding, which the batch's
 shape can change in the last bits (a near-tie may then flip). With the same prompts,
