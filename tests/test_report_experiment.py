@@ -249,5 +249,12 @@ def test_diff_title_names_the_adapter():
     from em_interp.report.diff import diff_title
 
     meta = {"base_model": "smollm2", "finetuned_model": "smollm2", "finetuned_adapter": "/runs/insecure/adapter"}
-    assert diff_title(meta) == "smollm2 + adapter adapter vs smollm2"  # never "smollm2 vs smollm2"
+    assert diff_title(meta) == "smollm2 + adapter insecure vs smollm2"  # never "smollm2 vs smollm2"
+    # the training layout's generic folder names say which run, not "adapter adapter"
+    meta["finetuned_adapter"] = "/r/train/insecure/seed-0/adapter"
+    assert diff_title(meta) == "smollm2 + adapter insecure/seed-0 vs smollm2"
+    meta["finetuned_adapter"] = "/r/train/insecure/seed-0/checkpoints/step-40"
+    assert diff_title(meta) == "smollm2 + adapter insecure/seed-0 step-40 vs smollm2"
+    meta["finetuned_adapter"] = "/elsewhere/my-lora"
+    assert diff_title(meta) == "smollm2 + adapter my-lora vs smollm2"
     assert diff_title({"base_model": "a", "finetuned_model": "b"}) == "b vs a"

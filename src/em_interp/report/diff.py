@@ -103,12 +103,27 @@ def diff_sections(result: DiffResult, fig_dir: Path) -> list[Section]:
     return secs
 
 
+def adapter_label(adapter: Any) -> str:
+    """A short name for an adapter folder: its name, or -- for the training layout's generic
+    ``<arm>/seed-<s>/adapter`` and ``.../checkpoints/step-N`` -- the folders that tell it apart
+    (``insecure/seed-0``, ``insecure/seed-0 step-40``), never "adapter"."""
+    path = Path(str(adapter))
+    if path.parent.name == "checkpoints" and path.name.startswith("step-"):
+        return f"{adapter_label(path.parent.parent / 'adapter')} {path.name}"
+    if path.name in ("adapter", "model", "merged"):
+        run = path.parent
+        if run.name.startswith("seed-") and run.parent.name:
+            return f"{run.parent.name}/{run.name}"
+        return run.name or path.name
+    return path.name or str(adapter)
+
+
 def finetuned_label(meta: dict) -> str:
     """The finetuned model's name with its adapter (folder name), so "X + adapter A" never reads "X"."""
     name = str(meta.get("finetuned_model", "?"))
     adapter = meta.get("finetuned_adapter") or meta.get("adapter")
     if adapter:
-        name += f" + adapter {Path(str(adapter)).name or adapter}"
+        name += f" + adapter {adapter_label(adapter)}"
     elif name == str(meta.get("base_model")) and meta.get("adapter_hash"):
         name += f" (adapter {meta['adapter_hash']})"
     return name

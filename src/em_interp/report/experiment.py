@@ -93,8 +93,7 @@ def _run_section(run_dir: Path) -> Section | None:
     git = m.get("git") or {}
     models = m.get("models") or {}
     base = models.get("base") or {}
-    lines = [f"Run {m.get('name', run_dir.name)} — created {m.get('created', '?')}, "
-             f"{'finished' if m.get('finished') else 'not finished'}"
+    lines = [f"Run {m.get('name', run_dir.name)} — created {m.get('created', '?')}, {_run_state(m)}"
              + (f" at {m['ended']}" if m.get("ended") else "") + "."]
     if git:
         lines.append(f"git {str(git.get('commit', '?'))[:12]}{' (dirty)' if git.get('dirty') else ''}.")
@@ -111,6 +110,18 @@ def _run_section(run_dir: Path) -> Section | None:
     if adapters:
         tables.append(Table(["adapter", "sha256"], [[k, v] for k, v in adapters.items()], caption="Adapters"))
     return Section("Run", text=" ".join(lines), tables=tables)
+
+
+def _run_state(m: dict) -> str:
+    """"finished", or -- while the report stage writes this page with every other stage done --
+    "all stages done (this page is the last)", else "not finished"."""
+    if m.get("finished"):
+        return "finished"
+    stages = m.get("stages") or {}
+    others = [s.get("status") for name, s in stages.items() if name != "report"]
+    if "report" in stages and others and all(st == "done" for st in others):
+        return "all stages done (this page is the last)"
+    return "not finished"
 
 
 def _stage_status(name: str, stage: dict) -> Any:
@@ -333,7 +344,7 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     for target in targets:
         curves: dict[str, dict[str, list]] = {}
         for r in (r for r in rows if str(r.get("target", "")) == target):
-            label = str(r["layer"]) if _arm(r) == "direction" else f"{r['layer']} ({_arm(r)})"
+            label = f"layer {r['layer']}" if _arm(r) == "direction" else f"layer {r['layer']} ({_arm(r)})"
             c = curves.setdefault(label, {k: [] for k in ("alpha", "share", "lo", "hi", "coherent",
                                                                     "coherent_lo", "coherent_hi")})
             for k, v in (("alpha", r["alpha"]), ("share", r["misaligned_share"]), ("lo", r.get("ci_low")),

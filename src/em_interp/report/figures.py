@@ -150,7 +150,8 @@ def heatmap(
     """A matrix with every cell annotated (cosine tables, transfer matrices, LoRA norms).
 
     Cells show ``format(value, fmt)`` unless ``cell_text`` gives the text per cell (e.g.
-    ``"12% [8, 16]"`` with its CI); NaN/None cells are left blank."""
+    ``"12% [8, 16]"`` with its CI); NaN/None cells are grey with a dash (no value, e.g. no
+    scored answers), never confused with a low value."""
     m = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float)
     if m.ndim != 2 or m.shape != (len(row_labels), len(col_labels)):
         raise ReportError(f"heatmap '{title}': matrix shape {m.shape} does not match "
@@ -164,6 +165,7 @@ def heatmap(
     if vmin is not None and vmax is None and (not finite_all.size or finite_all.max() <= vmin):
         vmax = vmin + 1.0  # an all-zero share map: a 0..1 scale, not one centred on zero with negatives
     fig, ax = plt.subplots(figsize=(w, h))
+    ax.set_facecolor("#e4e4e4")  # what masked (missing) cells show
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     cbar = fig.colorbar(im, ax=ax)
     if cbar_label:
@@ -180,6 +182,9 @@ def heatmap(
             for j in range(m.shape[1]):
                 text = cell_text[i][j] if cell_text is not None else (
                     format(m[i, j], fmt) if math.isfinite(m[i, j]) else None)
+                if not text and not math.isfinite(m[i, j]):
+                    ax.text(j, i, "–", ha="center", va="center", fontsize=8, color="#666666")
+                    continue
                 if text:
                     val = m[i, j] if math.isfinite(m[i, j]) else lo
                     color = "black" if (cmap in ("viridis", "magma", "inferno") and val > mid) else "white"

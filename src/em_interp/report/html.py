@@ -97,7 +97,8 @@ nav a { margin: 0 .15em; }
 summary { cursor: pointer; color: #555; }
 details { margin: .4em 0; }
 details > summary { font-weight: 500; }
-td.word { text-align: left; }
+td.word { text-align: left; white-space: nowrap; }
+th.word { text-align: left; }
 td.text { text-align: left; white-space: pre-wrap; word-break: break-word; max-width: 34em; }
 .warn { background: #fff4e5; border-left: 4px solid #e8a33d; padding: .4em .8em; margin: .6em 0; }
 section.box { background: #f5f8fc; border: 1px solid #b8c9e0; border-radius: 4px; padding: .2em 1.2em 1em; }
@@ -134,8 +135,13 @@ def _html_table(table: Table) -> str:
     out = ["<table>"]
     if table.caption:
         out.append(f"<caption>{html.escape(table.caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-               + "</tr></thead><tbody>")
+    # a column of words or text has a left-aligned header, like its cells
+    words = [any(isinstance(row[j], str) for row in table.rows if j < len(row))
+             and all(isinstance(row[j], str) or row[j] is None for row in table.rows if j < len(row))
+             for j in range(len(table.columns))]
+    heads = [('<th class="word">' if w else "<th>") + f"{html.escape(str(c))}</th>"
+             for c, w in zip(table.columns, words)]
+    out.append("<thead><tr>" + "".join(heads) + "</tr></thead><tbody>")
     for row in table.rows:
         out.append("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>")
     out.append("</tbody></table>")
