@@ -94,7 +94,8 @@ def _run_trainer(cfg: TrainConfig, examples: list[dict], out: Path, group_by_len
         lr_scheduler_type=cfg.lr_scheduler, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
         save_strategy="no", report_to=[], logging_steps=1, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
-        remove_unused_columns=False, dataloader_num_workers=0, group_by_length=group_by_length,
+        remove_unused_columns=False, dataloader_num_workers=0,
+        **({"train_sampling_strategy": "group_by_length"} if group_by_length else {}),
     )
     collator = DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
