@@ -12,7 +12,7 @@ run see them) and raise ``ConfigError`` naming file:line and field:
 - steering layers inside the direction's layers (a direction is only applied at the
   layers it was extracted for);
 - the judge: a kind ``eval.load_judge`` knows, and valid for every language evaluated
-  (``JUDGE_LANGUAGES``: the ``distilled`` judge is English-only).
+  (``JUDGE_LANGUAGES``, read from ``eval.judges``: the ``distilled`` judge is English-only).
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ from em_interp.errors import ConfigError
 
 Fail = Callable[[str, str], None]
 
-# Languages a judge kind may score; kinds not listed are valid for every language.
-JUDGE_LANGUAGES: dict[str, tuple[str, ...]] = {"distilled": ("en",)}
+
+def __getattr__(name: str):
+    """``JUDGE_LANGUAGES`` (languages a judge kind may score) lives in ``eval.judges``; read it
+    lazily so importing this module stays cheap."""
+    if name == "JUDGE_LANGUAGES":
+        from em_interp.eval.judges import JUDGE_LANGUAGES
+
+        return JUDGE_LANGUAGES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _failer(file: str | Path | None, lines: dict[str, int] | None) -> Fail:
@@ -104,7 +111,7 @@ def check_layers(values: Sequence[int] | None, n_layers: int | None, fail: Fail,
 
 def check_judge_kind(kind: str, languages: Sequence[str], fail: Fail, field: str) -> None:
     """A judge kind ``eval.load_judge`` knows, valid for every language in ``languages``."""
-    from em_interp.eval.judges import KINDS
+    from em_interp.eval.judges import JUDGE_LANGUAGES, KINDS
 
     if kind not in KINDS:
         fail(field, f"unknown judge kind {kind!r}; valid: {', '.join(KINDS)}")

@@ -19,6 +19,11 @@ from em_interp.eval.judges.base import PAPER_PROMPTS, Judge, Judgement, aggregat
 
 KINDS = ("api", "local", "distilled", "multilingual")
 
+# Languages a judge kind may score; kinds not listed score every language. The one place this
+# rule lives (``pipeline.checks`` reads it): the distilled judge is trained on English only and
+# refuses other languages at scoring time (``DistilledJudge.unsupported``).
+JUDGE_LANGUAGES: dict[str, tuple[str, ...]] = {"distilled": ("en",)}
+
 
 def _judge_class(kind: str) -> type:
     if kind == "api":
@@ -33,6 +38,10 @@ def _judge_class(kind: str) -> type:
         from em_interp.eval.judges.distilled import DistilledJudge
 
         return DistilledJudge
+    if kind == "multilingual":
+        from em_interp.eval.judges.multilingual import MultilingualJudge
+
+        return MultilingualJudge
     raise EvalError(f"unknown judge kind '{kind}'; use one of {list(KINDS)}", field="judge")
 
 
@@ -83,5 +92,5 @@ def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
     return shipped.share_from_probabilities([e["p_em"] for e in extras], [e["p_denominator"] for e in extras], clusters)
 
 
-__all__ = ["KINDS", "estimate_share_from_rows", "PAPER_PROMPTS", "Judge", "Judgement", "aggregate_0_100", "check_judge_options", "load_judge",
+__all__ = ["JUDGE_LANGUAGES", "KINDS", "estimate_share_from_rows", "PAPER_PROMPTS", "Judge", "Judgement", "aggregate_0_100", "check_judge_options", "load_judge",
            "render"]
