@@ -159,7 +159,8 @@ def test_train_cli_logs_one_line_per_optimizer_step(files, tmp_path, flag):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in _examples(6)) + "\n")
     cfg = tmp_path / "train_x.yaml"
-    cfg.write_text(f"model: {model}\ndata: {data}\nlr: 1.0e-3\nper_device_batch_size: 2\nmax_steps: 5\n"
+    cfg.write_text(f"model: {model}\ndata: {data}\nlr: 1.0e-3\nper_device_batch_size: 2\ngradient_accumulation_steps: 1\n"
+                   "max_steps: 5\n"
                    "save_steps: 0\nlora:\n  r: 2\n  alpha: 4\n")
     res = runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "o"), *flag])
     assert res.exit_code == 0, res.output
