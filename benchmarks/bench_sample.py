@@ -93,7 +93,7 @@ def arithmetic(lm: Any, batch_size: float, mean_context: float, weight_bytes: in
             "bytes_per_token": round(weight_bytes * linear / batch_size + kv_bytes)}
 
 
-def profile_step(lm: Any, batch_size: int = 32, steps: int = 8, precision: str = "auto") -> dict:
+def profile_step(lm: Any, batch_size: int = 32, steps: int = 40, precision: str = "auto") -> dict:
     """Where a decode step's time goes: ``torch.profiler`` self-CPU shares of the fast loop
     (``steps`` new tokens for ``batch_size`` rows, prefill included), top operators."""
     from torch.profiler import ProfilerActivity, profile

@@ -46,6 +46,7 @@ class Plan:
     sample_repeats: int = 2
     fast_models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     fast_per_question: int = 8      # 8 EM questions x 8 = 64 answers: batch 32 refills once
+    fast_per_question_by_model: dict[str, int] = field(default_factory=dict)
     fast_tokens: int = 200          # EM answers end at EOS at different lengths, up to this
     fast_repeats: int = 2
     fast_contenders: dict[str, tuple] = field(default_factory=lambda: {
@@ -71,8 +72,9 @@ def make_plan(quick: bool, gpu: bool) -> Plan:
     if quick:
         return Plan(capture_n={"tiny": [32, 128], "smollm2-135m-instruct": [16]}, capture_budget=64,
                     steer_tokens=8, steer_repeats=3, sample_tokens=8, sample_repeats=1, judge_distilled_n=8,
-                    fast_per_question=4, fast_repeats=1,
-                    fast_contenders={"smollm2-135m-instruct": ("generate", "transformers", "transformers_fp32"),
+                    fast_per_question=8, fast_repeats=1,
+                    fast_per_question_by_model={"qwen2.5-coder-0.5b-instruct": 4},  # 32 answers: one full batch
+                    fast_contenders={"smollm2-135m-instruct": ("generate", "transformers"),
                                      "qwen2.5-coder-0.5b-instruct": ("transformers",)},
                     judge_local_n=1, train_args=["--steps", "2", "--batch", "4", "--accum", "2", "--max-tokens", "320"])
     return Plan()
@@ -131,7 +133,8 @@ def run_sample(plan: Plan, lms: dict, log) -> dict:
     out = {}
     for key in plan.fast_models:
         lm = lms.get(key) or load(key, plan.device)
-        out[key] = bench_sample(lm, per_question=plan.fast_per_question, new_tokens=plan.fast_tokens,
+        out[key] = bench_sample(lm, per_question=plan.fast_per_question_by_model.get(key, plan.fast_per_question),
+                                new_tokens=plan.fast_tokens,
                                 repeats=plan.fast_repeats, log=log, profile=key == plan.fast_models[0],
                                 contenders=plan.fast_contenders.get(key, ("generate", "transformers")))
         del lm
@@ -139,28 +142,26 @@ def run_sample(plan: Plan, lms: dict, log) -> dict:
 
 
 def run_train(plan: Plan, threads: int, log) -> dict:
-    """Run ``benchmarks/bench_train.py`` (the finetuning engineer's) and fold its JSON in."""
+    """Run ``benchmarks/bench_train.py`` in a subprocess (this run's rows only) and fold its JSON in."""
+    import tempfile
+
     script = REPO / "benchmarks" / "bench_train.py"
     if not script.exists():
         return {"skipped": "benchmarks/bench_train.py not found"}
-    produced = RESULTS / f"train_{'gpu' if plan.device.startswith('cuda') else 'cpu'}.json"
-    keep = produced.read_bytes() if produced.exists() else None
-    cmd = [sys.executable, str(script), "--models", *plan.train_models, *plan.train_args]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
-    log("  train: " + " ".join(cmd[1:]))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    took = round(time.perf_counter() - t0, 1)
-    if proc.returncode != 0 or not produced.exists():
-        return {"skipped": f"bench_train.py exited {proc.returncode}", "stderr_tail": proc.stderr[-2000:],
-                "command": cmd[1:]}
-    data = json.loads(produced.read_text())
-    if plan.train_args and keep is not None:  # a quick run must not replace the committed full numbers
-        produced.write_bytes(keep)
-    elif plan.train_args and keep is None:
-        produced.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        produced = Path(tmp) / "train.json"
+        cmd = [sys.executable, str(script), "--models", *plan.train_models, *plan.train_args, "--out", str(produced)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+        log("  train: " + " ".join(cmd[1:-2]))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        took = round(time.perf_counter() - t0, 1)
+        if proc.returncode != 0 or not produced.exists():
+            return {"skipped": f"bench_train.py exited {proc.returncode}", "stderr_tail": proc.stderr[-2000:],
+                    "command": cmd[1:-2]}
+        data = json.loads(produced.read_text())
     return {"command": " ".join(["python", *[str(Path(c).relative_to(REPO)) if c == str(script) else c
-                                             for c in cmd[1:]]]), "wall_s": took, "result": data}
+                                             for c in cmd[1:-2]]]), "wall_s": took, "result": data}
 
 
 # ---- tables -----------------------------------------------------------------------------------
@@ -263,8 +264,23 @@ def write_readme(out_dir: Path, results: dict, machine: dict, command: str) -> P
         "sampling": "## Eval sampling: batched vs one at a time (`eval.sample_answers`, temperature 1)",
         "judges": "## Judge throughput (`score_many`)",
         "sample": "## Sampling: fast path vs plain `generate` (`eval.sample_answers`, temperature 1, LoRA adapter "
-                  "+ steering hook active)",
-        "train": "## Training tokens/s (`benchmarks/bench_train.py`: em_interp.train vs transformers Trainer)",
+                  "+ steering hook active)\n\n"
+                  "The 8 first-plot EM questions as chat prompts, answers up to `max new tokens` (most end at EOS "
+                  "earlier). `generate`: one `model.generate` call per batch (adapter unmerged, fp32, finished rows "
+                  "padded until the batch's longest ends). `fast (default)`: `sample_answers`' default path "
+                  "(continuous batching, finished rows dropped and slots refilled, LoRA merged, "
+                  "`precision=\"auto\"`: bf16 linear weights where the CPU has native bf16). `fast fp32`: the same "
+                  "loop with fp32 weights. MFLOP and MB per new token of a decode step at the batch (weights read "
+                  "once per step, KV read at the mean context); `fraction of matmul peak`: the fast path's FLOP rate "
+                  "per CPU-second over this process's gemm rate (1024^3) in the fast path's weight dtype. Per-run "
+                  "1-min load averages are in the table; `decode_profile` in `sample.json` is a `torch.profiler` "
+                  "breakdown of the fast path's decode steps.",
+        "train": "## Training tokens/s (`benchmarks/bench_train.py`: em_interp.train vs transformers Trainer)\n\n"
+                 "Same LoRA (rsLoRA r=32 on every projection), same seeded random insecure-code examples (lengths "
+                 "as a real run's spread), same batch / accumulation / steps, fp32, one process. em_interp as "
+                 "configured by default (length-grouped batches, LM head + cross-entropy only at supervised "
+                 "positions, chunked); the Trainer with its defaults (random batches padded to the longest row, "
+                 "full-vocabulary logits everywhere). tokens = non-padding tokens; wall = the training loop only.",
     }
     for key, table in t.items():
         parts += [notes[key], "", table, ""]

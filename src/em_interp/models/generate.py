@@ -208,9 +208,17 @@ class SlotCache:
         self._slots, self._width = None, int(self.lengths.max()) + 1
 
     def keep(self, slots: torch.Tensor) -> None:
-        """Drop every slot not in ``slots`` (compaction when the batch drains)."""
-        self.keys = [k.index_select(0, slots) for k in self.keys]
-        self.values = [v.index_select(0, slots) for v in self.values]
+        """Drop every slot not in ``slots`` (compaction when the batch drains); copies only the
+        columns any kept slot has written, not the whole capacity."""
+        width = int(self.lengths[slots].max()) if len(slots) else 0
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros((len(slots),) + tuple(t.shape[1:]))  # masked columns must stay finite
+            out[:, :, :width] = t[slots, :, :width]
+            return out
+
+        self.keys = [gather(k) for k in self.keys]
+        self.values = [gather(v) for v in self.values]
         self.starts, self.lengths = self.starts[slots], self.lengths[slots]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -349,7 +357,9 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
             live = [s for s in range(len(slot_row)) if slot_row[s] is not None]
             if not live:
                 break
-            if not pending and len(live) < len(slot_row) and len(live) <= len(slot_row) * 3 // 4:
+            # nothing left to refill: drop finished rows once they are an eighth of the batch (a dead
+            # row costs its share of every step; compaction copies the live KV columns once)
+            if not pending and len(slot_row) - len(live) >= max(1, len(slot_row) // 8):
                 keep = torch.tensor(live, dtype=torch.long, device=device)
                 cache.keep(keep)
                 slot_row = [slot_row[s] for s in live]
