@@ -43,7 +43,14 @@ def build_cmd(
     from em_interp.data.build import build_dataset, card_path
 
     out = out_file(out, f"{kind}.jsonl", legacy_suffix=".jsonl")
+    import sys
+    import time
+
+    from em_interp.progress import rate_line
+
+    started = time.perf_counter()
     card = build_dataset(kind, n, seed, out, **_parse_options(option))
+    print(rate_line(f"data build {kind}", card["n"], "example", time.perf_counter() - started), file=sys.stderr)
     typer.echo(f"wrote {card['n']} {kind} examples -> {out} (sha256 {card['sha256'][:16]}…)")
     typer.echo(f"card -> {card_path(out)}")
     if "bandit" in card:
