@@ -114,20 +114,42 @@ def _bf16_vs_fp32(model, tokenizer, new: int = 40) -> tuple[float, float, int]:
 
 # ---- cast_linears / linear_dtype (tiny model) -------------------------------------------------
 
-def test_cast_linears_restores_the_same_parameters_and_removes_its_hooks(tiny_lm):
+def test_cast_linears_leaves_the_parameters_alone_and_puts_every_forward_back(tiny_lm):
     model = _lora(tiny_lm.model)
     params = dict(model.named_parameters())
     values = {n: p.detach().clone() for n, p in params.items()}
     hooks = {n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()}
+    head = model.get_base_model().lm_head
+    sentinel = head.forward = head.forward  # an instance forward already there (nnsight leaves some) survives
     with merged_lora(model), cast_linears(model, torch.bfloat16) as n:
-        assert n > 0
-        head = model.get_base_model().lm_head
-        assert head.weight.dtype == torch.bfloat16
+        assert n == sum(1 for name, m in model.named_modules() if type(m) is torch.nn.Linear and ".lora_" not in name)
+        assert head.forward is not sentinel
         assert model.get_input_embeddings().weight.dtype == torch.float32  # tied head: embedding untouched
+    assert head.forward is sentinel
+    del head.forward
+    assert all("forward" not in m.__dict__ for m in model.modules())
     assert dict(model.named_parameters()) == params  # the very same Parameter objects
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, values[name]), name
     assert {n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()} == hooks
+
+
+def test_the_bf16_cast_is_one_bf16_matmul_whether_prepacked_or_not(tiny_qwen):
+    """The prepacked oneDNN weight computes what the plain bf16 matmul computes."""
+    from em_interp.models.generate import _cast_forward, _pack
+
+    proj = tiny_qwen.model.model.layers[0].self_attn.q_proj  # with a bias
+    low = proj.weight.detach().to(torch.bfloat16)
+    x = torch.randn(5, 3, proj.in_features)
+    ref = (torch.nn.functional.linear(x.to(torch.bfloat16), low).float() + proj.bias.detach())
+    with torch.no_grad():
+        plain = _cast_forward(proj, low, None, proj.bias.detach(), torch.bfloat16)(x)
+        packed = _pack(low)
+        if packed is not None:
+            fast = _cast_forward(proj, None, packed, proj.bias.detach(), torch.bfloat16)(x)
+            torch.testing.assert_close(fast, ref, rtol=2 * U_BF16, atol=2 * U_BF16 * ref.abs().max().item())
+    torch.testing.assert_close(plain, ref, rtol=0, atol=0)
+    assert plain.dtype == torch.float32
 
 
 def test_cast_path_keeps_the_residual_stream_fp32_and_hooks_on_linears_see_fp32(tiny_qwen):
