@@ -10,9 +10,11 @@ per CPU-second of the process (steadier on a shared machine), and their ratios.
 
 The arithmetic limit: FLOPs per new token (2 x linear weights incl. the LM head, plus
 attention over the mean context) and bytes per new token (weights read once per step /
-batch, plus the KV cache read), against this process's measured fp32 matmul rate
-(``sgemm_gflops_per_cpu_s``); ``fraction_of_matmul_peak`` is the fast path's FLOP rate
-per CPU-second over it.
+batch, plus the KV cache read), against this process's measured matmul rate in the fast
+path's weight dtype (``gemm_gflops_per_cpu_s``: fp32 and bf16 at 1024^3 and at a decode
+shape, plain and oneDNN-prepacked); ``fraction_of_matmul_peak`` is the fast path's FLOP
+rate per CPU-second over the 1024^3 rate. ``decode_profile``: a ``torch.profiler``
+breakdown of 40 decode steps of the fast path (where the time goes).
 """
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ def gemm_rates(repeats: int = 5) -> dict:
             for _ in range(reps):
                 a @ b
             out[f"{tag}_{shape}"] = round(2 * m * k * n * reps / max(time.process_time() - c0, 1e-9) / 1e9, 1)
+    from em_interp.models.generate import _pack
+
+    x, w = torch.randn(32, 576).bfloat16(), torch.randn(1536, 576).bfloat16()
+    packed = _pack(w)
+    if packed is not None:  # what the fast path's linears run: oneDNN-prepacked bf16 weights
+        torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        c0 = time.process_time()
+        for _ in range(repeats * 40):
+            torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        out["bf16_prepacked_32x576x1536"] = round(2 * 32 * 576 * 1536 * repeats * 40 / max(
+            time.process_time() - c0, 1e-9) / 1e9, 1)
     return out
 
 
