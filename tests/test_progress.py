@@ -207,3 +207,10 @@ def test_file_progress_rate_lines(tmp_path):
     lines = p.rate_lines()
     assert lines[0].startswith("sampled: 2 answers in ") and "tokens/s" in lines[0]
     assert lines[1].startswith("judged: 1 answer in ") and "tokens/s" not in lines[1]
+
+
+def test_data_build_prints_a_rate_line(tmp_path):
+    res = runner.invoke(app, ["data", "build", "evil-numbers", "--n", "5", "--seed", "0", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"data build evil-numbers: 5 examples in [\d.]+s \([\d.]+ examples/s\)", res.stderr)
+    assert "examples/s" not in res.stdout
