@@ -75,7 +75,7 @@ def _evaluate(model: str, adapter: Optional[str], questions: Path, judge: str, o
             {"sampled": '"kind": "sample"', "judged": '"kind": "judgement"'}, progress=progress,
             hidden=("sampled",), tokens=("sampled",)) as watch:
         path = evaluate(lm, qs, j, results, n_per_paraphrase=n, max_new_tokens=max_new_tokens,
-                        temperature=temperature, batch_size=batch_size, seed=seed)
+                        temperature=temperature, batch_size=batch_size, seed=seed, progress=progress)
     for line in watch.rate_lines() or ["nothing to sample or judge: the results file is complete"]:
         typer.echo(line, err=True)
     summary = summarize(path, judge=j.name)

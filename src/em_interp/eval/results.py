@@ -279,9 +279,10 @@ def check_sampling_settings(*, temperature: float, max_new_tokens: int, batch_si
 
 def evaluate(lm, questions: Sequence, judge, out_path: str | Path, *, n_per_paraphrase: int | None = None,
              max_new_tokens: int = 256, temperature: float = 1.0, batch_size: int = 8, judge_batch_size: int = 16,
-             seed: int = 0, backend: str = "transformers") -> Path:
+             seed: int = 0, backend: str = "transformers", progress: bool | None = None) -> Path:
     """Sample every missing answer, then judge every answer ``judge`` has not judged yet;
-    everything is appended to ``out_path`` batch by batch under the file's lock. Re-running resumes."""
+    everything is appended to ``out_path`` batch by batch under the file's lock. Re-running resumes.
+    ``progress``: the sampling bar (None: when stderr is a terminal; see ``em_interp.progress``)."""
     check_sampling_settings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             judge_batch_size=judge_batch_size, seed=seed, n_per_paraphrase=n_per_paraphrase)
     header = results_header(lm, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
@@ -302,7 +303,7 @@ def evaluate(lm, questions: Sequence, judge, out_path: str | Path, *, n_per_para
 
         sample_answers(lm, questions, n_per_paraphrase=n_per_paraphrase, max_new_tokens=max_new_tokens,
                        temperature=temperature, batch_size=batch_size, seed=seed, skip=res.samples.keys(),
-                       backend=backend, on_batch=write_samples)
+                       backend=backend, on_batch=write_samples, progress=progress)
 
         prompts = {q.id: q.judge_prompts or None for q in questions}
         todo = [s for k, s in res.samples.items() if (k, judge.name) not in res.judgements]
