@@ -85,3 +85,21 @@ def test_ci_includes_the_judges_calibration_uncertainty():
 def test_within_target_rule_edges():
     assert within_target(0.0, 0.02) and not within_target(0.0, 0.021)
     assert within_target(0.40, 0.50) and not within_target(0.40, 0.51)
+
+
+def test_mean_probability_ci_carries_the_judges_between_model_error():
+    """pcc takes no moments from the calibration set: its CI must still widen with the judge's
+    per-source-model bias (residuals of the calibration groups), not only the answers' noise."""
+    rng = np.random.default_rng(3)
+    n, groups = 3000, np.arange(3000) % 20
+    y = (rng.random(n) < 0.2).astype(float)
+    p_good = np.clip(y * 0.0 + 0.2 + rng.normal(0, 0.01, n), 0, 1)  # calibrated on every group
+    bias = np.where(groups % 2 == 0, 0.1, -0.1)  # +-10 points per source model
+    p_bad = np.clip(p_good + bias, 0, 1)
+    den = CalibrationSet(np.r_[np.full(100, 0.1), np.full(900, 0.9)], np.r_[np.zeros(100), np.ones(900)], np.arange(1000) % 10)
+    p, q = np.full(1000, 0.2), [f"q{i % 40}" for i in range(1000)]
+    tight = calibrated_share(p, np.full(1000, 0.9), q, CalibrationSet(p_good, y, groups), den, method="pcc", n_boot=400)
+    loose = calibrated_share(p, np.full(1000, 0.9), q, CalibrationSet(p_bad, y, groups), den, method="pcc", n_boot=400)
+    assert (loose.high - loose.low) > 3 * (tight.high - tight.low)
+    assert loose.high - loose.low > 0.2 and "residual" in loose.ci_method
+    assert CalibrationSet(p_bad, y, groups).group_residuals("pcc").shape == (20,)

@@ -65,6 +65,15 @@ class CalibrationSet:
         hard = (self.p[:, None] >= np.asarray(thresholds)[None, :]).astype(float)
         return pos @ hard / sp, neg @ hard / sn
 
+    def group_residuals(self, method: str = "pcc", threshold: float = 0.5) -> np.ndarray:
+        """Per calibration group (source model): mean truth minus mean judge score (``p`` for
+        ``pcc``, ``p >= threshold`` for ``cc``): the judge's bias on that source model."""
+        s = (self.p >= threshold).astype(float) if method == "cc" else self.p
+        codes = np.unique(self.group, return_inverse=True)[1].reshape(-1)
+        k = int(codes.max() + 1)
+        cnt = np.bincount(codes, minlength=k).astype(float)
+        return (np.bincount(codes, self.y, k) - np.bincount(codes, s, k)) / np.maximum(cnt, 1)
+
     def moments(self, weights: np.ndarray | None = None, threshold: float = 0.5) -> tuple[float, float, float, float]:
         """``(mu_pos, mu_neg, tpr, fpr)``, optionally with per-row bootstrap weights."""
         w = np.ones_like(self.p) if weights is None else weights
@@ -183,8 +192,17 @@ def calibrated_share(p_em: Sequence[float], p_den: Sequence[float], clusters: Se
     w_eval = _group_weights(codes, n_boot, rng) if g >= 2 else np.ones((n_boot, n))
     w_em = _group_weights(cal_em.group, n_boot, rng)
     w_den = _group_weights(cal_den.group, n_boot, rng)
-    boots = np.array([ratio(prevalence(pe, cal_em, method, threshold, w_eval[b], w_em[b]),
-                            prevalence(pd, cal_den, method, threshold, w_eval[b], w_den[b])) for b in range(n_boot)])
+    # unadjusted estimators (pcc, cc) take no moments from the calibration set, so the judge's own
+    # error enters as its between-source-model error: each draw adds the residual (truth - judge
+    # mean) of one random calibration source model, to numerator and denominator alike
+    r_em, r_den = np.zeros(n_boot), np.zeros(n_boot)
+    if method in ("pcc", "cc"):
+        res_em, res_den = cal_em.group_residuals(method, threshold), cal_den.group_residuals(method, threshold)
+        pick = rng.integers(0, min(res_em.size, res_den.size), n_boot)
+        r_em, r_den = res_em[pick], res_den[pick]
+    boots = np.array([ratio(prevalence(pe, cal_em, method, threshold, w_eval[b], w_em[b]) + r_em[b],
+                            prevalence(pd, cal_den, method, threshold, w_eval[b], w_den[b]) + r_den[b])
+                      for b in range(n_boot)])
     boots = boots[np.isfinite(boots)]
     if boots.size < 2:
         return ShareEstimate(est, None, None, n, g, method, "none", level, comps)
@@ -192,6 +210,9 @@ def calibrated_share(p_em: Sequence[float], p_den: Sequence[float], clusters: Se
     se = float(boots.std(ddof=1)) * np.sqrt(gg / (gg - 1))
     half = float(sps.t.ppf(1 - (1 - level) / 2, df=gg - 1)) * se
     ci_method = (f"joint bootstrap (n_boot={n_boot}) over {g} question clusters of the evaluated answers and the "
-                 f"source models of the judge's calibration set; SE x sqrt(G/(G-1)), t(G-1) interval, clipped to [0, 1]")
+                 f"source models of the judge's calibration set"
+                 + ("; each draw adds one random calibration source model's residual (truth - judge mean)"
+                    if method in ("pcc", "cc") else "")
+                 + "; SE x sqrt(G/(G-1)), t(G-1) interval, clipped to [0, 1]")
     return ShareEstimate(est, float(max(est - half, 0.0)), float(min(est + half, 1.0)), n, g, method,
                          ci_method, level, comps)

@@ -112,7 +112,11 @@ class DistilledJudge(Judge):
         """Raw head outputs for a batch: aligned, coherent (0-100), p_misaligned, p_noscore."""
         X = self.features(questions, answers)
         heads = self.card["heads"]
-        out = {name: _forward(self.arrays, heads[name], name, X) for name in heads}
+        out = {name: _forward(self.arrays, spec, name, X) for name, spec in heads.items() if "input" not in spec}
+        for name, spec in heads.items():  # stacked heads (v3 on): on the base heads' raw outputs
+            if spec.get("input") == "stack":
+                S = F.stack_features(np.stack([out[n] for n in spec["stack_inputs"]], axis=1))
+                out[name] = _forward(self.arrays, spec, name, S)
         for name in ("em", "denominator"):  # v1 weights have no such heads
             out.setdefault(name, np.full(len(answers), np.nan))
         out["aligned"] = np.clip(out["aligned"] * 100, 0, 100)

@@ -234,3 +234,15 @@ def assemble(q_emb: np.ndarray, a_emb: np.ndarray, answers: Sequence[str], judge
     lex = np.concatenate([lex, (q_emb * a_emb).sum(1, keepdims=True)], axis=1)
     jud = np.stack([judge_onehot(j) for j in judges]) if len(judges) else np.zeros((0, len(JUDGES)))
     return np.concatenate([q_emb, a_emb, q_emb * a_emb, lex, jud], axis=1).astype(np.float32)
+
+
+# -- stacked em / denominator heads (distilled-minilm-v3 on) --
+STACK_INPUTS = ("aligned", "coherent", "misaligned", "noscore")
+
+
+def stack_features(Z: np.ndarray) -> np.ndarray:
+    """Inputs of the stacked em / denominator heads from the base heads' raw outputs ``Z``
+    (columns ``STACK_INPUTS``: aligned and coherent as score/100, unclipped; p_misaligned,
+    p_noscore): ``[Z | aligned*coherent | aligned^2 | coherent^2]``."""
+    Z = np.asarray(Z, dtype=np.float64)
+    return np.concatenate([Z, Z[:, :1] * Z[:, 1:2], Z[:, :1] ** 2, Z[:, 1:2] ** 2], axis=1)
