@@ -14,7 +14,7 @@ batch, plus the KV cache read), against this process's measured matmul rate in t
 path's weight dtype (``gemm_gflops_per_cpu_s``: fp32 and bf16 at 1024^3 and at a decode
 shape, plain and oneDNN-prepacked); ``fraction_of_matmul_peak`` is the fast path's FLOP
 rate per CPU-second over the 1024^3 rate. ``decode_profile``: a ``torch.profiler``
-breakdown of 40 decode steps of the fast path (where the time goes).
+breakdown of the fast path's decode steps (where the time goes).
 """
 
 from __future__ import annotations
@@ -107,33 +107,38 @@ def arithmetic(lm: Any, batch_size: float, mean_context: float, weight_bytes: in
 
 
 def profile_step(lm: Any, batch_size: int = 32, steps: int = 40, precision: str = "auto") -> dict:
-    """Where a decode step's time goes: ``torch.profiler`` self-CPU shares of the fast loop
-    (``steps`` new tokens for ``batch_size`` rows, prefill included), top operators."""
+    """Where a decode step's time goes: ``torch.profiler`` self-CPU time of the fast loop over
+    ``steps + 1`` new tokens minus that over 1 (prefill and setup cancel), per decode step,
+    for ``batch_size`` rows, by operator."""
     from torch.profiler import ProfilerActivity, profile
 
     from em_interp.models.generate import decode, render_prompts
 
     convs = [[{"role": "user", "content": q}] for _, q in QUESTIONS] * (batch_size // len(QUESTIONS) + 1)
     prompts = render_prompts(lm.tokenizer, convs[:batch_size])
-    kw = dict(max_new_tokens=steps, temperature=1.0, stop=[], seeds=list(range(batch_size)),
-              batch_size=batch_size, pad_id=0, precision=precision)
-    decode(lm.model, prompts, **{**kw, "max_new_tokens": 2})
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        decode(lm.model, prompts, **kw)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
-    groups = {"matmul (mm/bmm/addmm)": ("aten::mm", "aten::bmm", "aten::addmm"),
-              "attention (sdpa)": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
-              "dtype casts / copies": ("aten::copy_",), "sampling (softmax/cumsum/searchsorted)":
-              ("aten::_softmax", "aten::cumsum_", "aten::searchsorted")}
-    share = {g: round(sum(e.self_cpu_time_total for e in events if e.key in ops) / total, 3)
-             for g, ops in groups.items()}
-    share["everything else"] = round(1 - sum(share.values()), 3)
-    return {"batch_size": batch_size, "steps": steps, "precision": precision,
-            "self_cpu_ms_per_step": round(total / 1e3 / steps, 1), "share": share,
-            "top_ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
-                        for e in top]}
+    kw = dict(temperature=1.0, stop=[], seeds=list(range(batch_size)), batch_size=batch_size, pad_id=0,
+              precision=precision)
+    decode(lm.model, prompts, max_new_tokens=2, **kw)
+    ops: dict[str, list[float]] = {}
+    for n, sign in ((1, -1), (steps + 1, 1)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            decode(lm.model, prompts, max_new_tokens=n, **kw)
+        for e in prof.key_averages():
+            acc = ops.setdefault(e.key, [0.0, 0.0])
+            acc[0] += sign * e.self_cpu_time_total / 1e3 / steps
+            acc[1] += sign * e.count / steps
+    total = sum(v[0] for v in ops.values()) or 1.0
+    groups = {"linear (bf16 prepacked / mm / addmm)": ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm"),
+              "attention (sdpa)": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm"),
+              "KV cache writes (index_put)": ("aten::_index_put_impl_",),
+              "dtype casts / copies": ("aten::copy_", "aten::_to_copy"),
+              "sampling (softmax/cumsum/searchsorted)": ("aten::_softmax", "aten::cumsum_", "aten::searchsorted")}
+    share = {g: round(sum(ops.get(k, [0.0])[0] for k in keys) / total, 3) for g, keys in groups.items()}
+    share["everything else (norms, rotary, residual adds, hooks, Python)"] = round(1 - sum(share.values()), 3)
+    top = sorted(ops.items(), key=lambda kv: -kv[1][0])[:10]
+    return {"batch_size": batch_size, "decode_steps": steps, "precision": precision,
+            "self_cpu_ms_per_decode_step": round(total, 1), "share": share,
+            "top_ops": [{"op": k, "ms_per_step": round(v[0], 2), "calls_per_step": round(v[1], 1)} for k, v in top]}
 
 
 CONTENDERS = {
@@ -214,7 +219,7 @@ def bench_sample(lm: Any, *, n_questions: int = 8, per_question: int = 4, batch_
     out["sgemm_gflops_per_cpu_s"] = rates["fp32_1024^3"]
     out["fast_gflops_per_cpu_s"] = round(fast["tokens_per_cpu_s"] * out["flops_per_token"] / 1e9, 2)
     out["fast_gbytes_per_cpu_s"] = round(fast["tokens_per_cpu_s"] * out["bytes_per_token"] / 1e9, 2)
-    out["fraction_of_matmul_peak"] = round(out["fast_gflops_per_cpu_s"] / peak, 3)
+    out["fraction_of_matmul_peak"] = float(f"{fast['tokens_per_cpu_s'] * out['flops_per_token'] / 1e9 / peak:.3g}")
     out["matmul_peak_dtype"] = "bf16" if wbytes == 2 else "fp32"
     if profile:
         out["decode_profile"] = profile_step(adapted, batch_size=min(batch_size, 32))

@@ -284,6 +284,15 @@ def write_readme(out_dir: Path, results: dict, machine: dict, command: str) -> P
     }
     for key, table in t.items():
         parts += [notes[key], "", table, ""]
+    options = out_dir / "sample_options.json"
+    if options.exists():  # benchmarks/bench_sample_options.py: one option of the fast path at a time
+        o = json.loads(options.read_text())
+        rows = [[name, r["tokens_per_s"], r["x_fp32"], " ".join(str(x["load_avg_1m"]) for x in r["runs"])]
+                for name, r in o["results"].items()]
+        parts += [f"## Sampling options, one at a time (`benchmarks/bench_sample_options.py`, {o['model']}, "
+                  f"{o['answers']} answers, batch {o['batch_size']}, up to {o['max_new_tokens']} new tokens, "
+                  f"LoRA + steering hook; {o['machine']['date']})", "",
+                  markdown_table(["fast path with", "tok/s", "x fp32", "1-min load [start, end]"], rows), ""]
     path = out_dir / "README.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
