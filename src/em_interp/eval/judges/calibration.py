@@ -160,6 +160,26 @@ class ShareEstimate:
                                               "level", "components")}
 
 
+RESIDUAL_MIN_ROWS = 40  # calibration groups smaller than this give no share residual (as in method choice)
+
+
+def share_residuals(cal_em: CalibrationSet, cal_den: CalibrationSet, method: str = "pcc",
+                    threshold: float = 0.5, min_rows: int = RESIDUAL_MIN_ROWS) -> np.ndarray:
+    """Per calibration group (source model) with >= ``min_rows`` rows and a non-empty
+    denominator: true share minus the unadjusted estimate (``pcc``: mean probabilities,
+    ``cc``: counts) on that group's rows. (Smaller groups, in the shipped judge the few
+    label-selected all-misaligned tables, are left out: see the judge card.)"""
+    codes = np.unique(cal_em.group, return_inverse=True)[1].reshape(-1)
+    se = (cal_em.p >= threshold).astype(float) if method == "cc" else cal_em.p
+    sd = (cal_den.p >= threshold).astype(float) if method == "cc" else cal_den.p
+    out = []
+    for g in range(int(codes.max()) + 1):
+        k = codes == g
+        if k.sum() >= min_rows and cal_den.y[k].sum() > 0 and sd[k].sum() > 0:
+            out.append(cal_em.y[k].sum() / cal_den.y[k].sum() - min(se[k].sum() / sd[k].sum(), 1.0))
+    return np.asarray(out) if out else np.zeros(1)
+
+
 def _group_weights(group: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n_boot, n]`` per-row weights of a bootstrap over groups."""
     codes = np.unique(group, return_inverse=True)[1].reshape(-1)
@@ -195,14 +215,19 @@ def calibrated_share(p_em: Sequence[float], p_den: Sequence[float], clusters: Se
     # unadjusted estimators (pcc, cc) take no moments from the calibration set, so the judge's own
     # error enters as its between-source-model error: each draw adds the residual (truth - judge
     # mean) of one random calibration source model, to numerator and denominator alike
-    r_em, r_den = np.zeros(n_boot), np.zeros(n_boot)
+    # (the residual of the share itself when both calibration sets are the same rows and groups)
+    r_em, r_den, r_share = np.zeros(n_boot), np.zeros(n_boot), np.zeros(n_boot)
     if method in ("pcc", "cc"):
-        res_em, res_den = cal_em.group_residuals(method, threshold), cal_den.group_residuals(method, threshold)
-        pick = rng.integers(0, min(res_em.size, res_den.size), n_boot)
-        r_em, r_den = res_em[pick], res_den[pick]
-    boots = np.array([ratio(prevalence(pe, cal_em, method, threshold, w_eval[b], w_em[b]) + r_em[b],
-                            prevalence(pd, cal_den, method, threshold, w_eval[b], w_den[b]) + r_den[b])
-                      for b in range(n_boot)])
+        if cal_em.group.shape == cal_den.group.shape and np.array_equal(cal_em.group, cal_den.group):
+            res = share_residuals(cal_em, cal_den, method, threshold)
+            r_share = res[rng.integers(0, res.size, n_boot)]
+        else:
+            res_em, res_den = cal_em.group_residuals(method, threshold), cal_den.group_residuals(method, threshold)
+            pick = rng.integers(0, min(res_em.size, res_den.size), n_boot)
+            r_em, r_den = res_em[pick], res_den[pick]
+    boots = np.clip([ratio(prevalence(pe, cal_em, method, threshold, w_eval[b], w_em[b]) + r_em[b],
+                           prevalence(pd, cal_den, method, threshold, w_eval[b], w_den[b]) + r_den[b]) + r_share[b]
+                     for b in range(n_boot)], 0.0, 1.0)
     boots = boots[np.isfinite(boots)]
     if boots.size < 2:
         return ShareEstimate(est, None, None, n, g, method, "none", level, comps)

@@ -233,7 +233,10 @@ def write_card_md(card: dict, path: Path) -> None:
         f" lexical: {', '.join(card['features']['lexical'])}.",
         "- Heads: " + ", ".join(f"{k}: {v['kind']}" for k, v in card["heads"].items())
         + " (linear: ridge / class-balanced logistic regression; mlp: one hidden layer of 128 ReLU units;"
-        " all on standardised features).",
+        " all on standardised features)"
+        + ("; `em` and `denominator` are logistic regressions stacked on the base heads' out-of-fold outputs"
+           " (" + ", ".join(F.STACK_INPUTS) + "; `features.stack_features`)."
+           if card["heads"].get("em", {}).get("input") == "stack" else "."),
         "",
         "## Misaligned share (the headline number), calibrated",
         f"- Definition: {sh['definition']}.",
@@ -248,6 +251,18 @@ def write_card_md(card: dict, path: Path) -> None:
         " except where the table says otherwise, while the judge always emulates gpt-4o):",
         "",
         *share_table_md(h["per_source_model_share"]),
+        "",
+        "- CI: joint bootstrap over the evaluated answers' question clusters and the calibration set's source"
+        " models; for `pcc` / `cc` each draw also adds one random training source model's share residual"
+        " (truth - estimate, source models with >= 40 calibration rows), i.e. the judge's between-model error."
+        " Read it as a prediction interval for a new model, not as sampling error only.",
+        "- Known failure: label-selected samples. The Mistral tables (and the 6 small training tables of"
+        " < 40 rows) publish only misaligned answers (true share 100%); the mean-probability estimator"
+        " shrinks such an extreme sample towards the training mix (53% for the held-out Mistral family, CI"
+        " not covering 100%). Real evaluations sample answers without selection, but a model that is"
+        " almost always misaligned would be underestimated the same way.",
+        "- Two held-out truths come from other label judges (gemma4:31b, deepseek-chat) while the judge emulates"
+        " gpt-4o: part of their error is judge disagreement, not estimator error.",
         "",
         "## Coherence",
         f"- Held-out answers made incoherent by construction, share scored coherent < 50 (without the incoherent"
@@ -477,6 +492,31 @@ def within_target(true: float, est: float) -> bool:
     return abs(est - true) <= 0.02 or (true > 0 and abs(est - true) / true <= 0.25)
 
 
+def refresh_share_table(out: Path, judged: Path) -> dict:
+    """Recompute the card's held-out share table (estimates and CIs) from the shipped weights
+    with the current ``calibration.py``, without retraining: held-out rows as in training
+    (same selection), predictions through ``DistilledJudge.predict``. Rewrites the card files."""
+    from safetensors.numpy import load_file
+
+    from em_interp.eval.judges.distilled import DistilledJudge
+
+    card = json.loads((out / "judge_card.json").read_text())
+    seed = card["training_data"]["seed"]
+    _, pool = load_selected(judged, card["training_data"]["cap_per_source_model"], seed)
+    held = pool[pool.split == "held_out"].reset_index(drop=True)
+    judge = DistilledJudge(out)
+    raw = judge.predict(held.question.tolist(), held.answer.tolist())
+    cal_em, cal_den = judge.calibration()
+    shares = held_out_shares(held, raw, cal_em, cal_den, card["share"]["method"], seed)
+    card["held_out"]["per_source_model_share"] = shares
+    card["share"]["held_out_within_target"] = int(sum(m["within_target"] for m in shares.values()))
+    card["share"]["held_out_models"] = len(shares)
+    for k in ("weights_sha256", "weights_arrays"):
+        card.pop(k, None)
+    save_judge(out, load_file(str(out / "weights.safetensors")), card, write_card_md)
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judged", type=Path, default=Path(__file__).resolve().parents[5] / ".." / "shared" / "judged")
@@ -492,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="minilm-sentence (v3: sees word order) or minilm-bag (the unshipped v2 layout)")
     ap.add_argument("--name", default="distilled-minilm-v3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refresh-card", action="store_true",
+                    help="only recompute the held-out share table of the judge in --out with the current calibration code")
     args = ap.parse_args(argv)
+    if args.refresh_card:
+        refresh_share_table(args.out, args.judged)
+        return 0
 
     import pandas as pd
     import torch
