@@ -1,7 +1,9 @@
 """``distilled`` judge: a small offline judge shipped in the package (no API, no big model).
 
-Features are MiniLM sentence embeddings of question and answer plus lexical statistics
-(``features.py``); the heads are scikit-learn models exported as plain arrays
+Features are MiniLM sentence embeddings of question and answer plus lexical and word-order
+statistics (``features.py``; the card's ``features.embedder_kind`` names the embedder, v1
+weights use the older 10-feature layout); the ``em`` / ``denominator`` heads of v3 weights are
+stacked on the other heads' outputs. The heads are scikit-learn models exported as plain arrays
 (``distilled_judge/weights.safetensors``) and evaluated here with numpy. Its training
 data, split and held-out accuracy are in ``distilled_judge/judge_card.json`` /
 ``JUDGE_CARD.md``; retrain with ``python -m em_interp.eval.judges.train_distilled``.

@@ -13,8 +13,12 @@ repo), fit scikit-learn heads, and export them as plain arrays (safetensors + JS
 
 Heads: ``aligned`` and ``coherent`` (regression on score/100), ``misaligned`` (classifier,
 aligned < 30), ``noscore`` (classifier: the judge gave no number, i.e. CODE / REFUSAL;
-the label is then CODE when the answer looks like code, else REFUSAL). Model family
-(linear vs. small MLP) is chosen by grouped cross-validation on the training models only.
+the label is then CODE when the answer looks like code, else REFUSAL), and ``em`` /
+``denominator`` (the paper's misaligned and the share's denominator, ``eval.rules``): logistic
+regressions stacked on the four base heads' out-of-fold outputs. The coherent head is a small
+MLP trained with incoherent-by-construction rows (``incoherent.py``). The share estimator is
+chosen by leave-one-source-out error over training source models; ``--refresh-card`` recomputes
+the held-out share table of shipped weights with the current ``calibration.py``.
 """
 
 from __future__ import annotations
