@@ -71,7 +71,7 @@ class DistilledJudge(Judge):
         wdir = Path(weights_dir) if weights_dir else self.default_dir
         card_path, weights = wdir / "judge_card.json", wdir / "weights.safetensors"
         if not card_path.exists() or not weights.exists():
-            raise EvalError(f"distilled judge files missing in {wdir} (judge_card.json, weights.safetensors); "
+            raise EvalError(f"{self.kind} judge files missing in {wdir} (judge_card.json, weights.safetensors); "
                             f"train it with `python -m {self.trainer}`", file=wdir)
         if on_unsupported not in ("error", "flag"):
             raise EvalError(f"on_unsupported must be 'error' or 'flag', got {on_unsupported!r}", field="on_unsupported")
