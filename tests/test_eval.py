@@ -312,3 +312,23 @@ def test_eval_config_yaml(tiny_lm, tmp_path):
     with pytest.raises(EvalError, match="failed after 1 attempts"):
         run_eval(cfg, lm=tiny_lm)  # sampled first (kept on disk), then the unreachable judge fails
     assert len(ResultsFile(tmp_path / "r.jsonl").samples) == 2
+
+
+def test_results_file_records_sampling_precision_and_refuses_to_mix(tiny_lm, tmp_path):
+    """bf16 and fp32 sampling give different answers: a file sampled one way is not resumed the other."""
+    from em_interp.eval.results import sampling_precision
+
+    out = tmp_path / "r.jsonl"
+    evaluate(tiny_lm, QS[:1], CountingJudge(), out, n_per_paraphrase=1, max_new_tokens=4, precision="model")
+    assert ResultsFile(out).meta["precision"] == "model"
+    assert sampling_precision(tiny_lm, "bf16") == "bf16" and sampling_precision(tiny_lm, "auto") == "model"
+    with pytest.raises(EvalError, match="precision 'model', not 'bf16'"):
+        evaluate(tiny_lm, QS[:1], CountingJudge(), out, n_per_paraphrase=1, max_new_tokens=4, precision="bf16")
+    # a file written before the field existed was sampled with the model's own weights
+    lines = out.read_text().splitlines()
+    meta = json.loads(lines[0])
+    del meta["precision"]
+    out.write_text("\n".join([json.dumps(meta), *lines[1:]]) + "\n")
+    evaluate(tiny_lm, QS[:1], CountingJudge(), out, n_per_paraphrase=1, max_new_tokens=4, precision="model")
+    with pytest.raises(EvalError, match="precision 'model', not 'bf16'"):
+        evaluate(tiny_lm, QS[:1], CountingJudge(), out, n_per_paraphrase=1, max_new_tokens=4, precision="bf16")

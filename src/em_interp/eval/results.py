@@ -36,7 +36,8 @@ from em_interp.eval.sampling import sample_answers
 
 FORMAT = "em-interp-results"
 SCHEMA = 2
-SAMPLING_FIELDS = ("temperature", "max_new_tokens", "seed", "n_per_paraphrase", "backend")
+SAMPLING_FIELDS = ("temperature", "max_new_tokens", "seed", "n_per_paraphrase", "backend", "precision")
+DEFAULTS_OF_OLD_HEADERS = {"precision": "model"}   # files from before a field existed: what they were made with
 
 
 def answer_sha256(answer: str) -> str:
@@ -44,14 +45,24 @@ def answer_sha256(answer: str) -> str:
     return hashlib.sha256(answer.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def sampling_precision(lm: Any, precision: str = "auto", backend: str = "transformers") -> str:
+    """What ``sample_answers(precision=...)`` really runs the linear layers in: ``"bf16"`` or
+    ``"model"`` (the weights as loaded); answers of the two differ, so a file records it."""
+    if backend != "transformers" or getattr(lm, "model", None) is None:
+        return "model"
+    from em_interp.models.generate import linear_dtype
+
+    return "model" if linear_dtype(lm.model, precision) is None else "bf16"
+
+
 def results_header(lm: Any, *, temperature: float, max_new_tokens: int, seed: int,
-                   n_per_paraphrase: int | None, backend: str) -> dict:
+                   n_per_paraphrase: int | None, backend: str, precision: str = "auto") -> dict:
     """The identity record of a results file: what produced every answer in it."""
     info = getattr(lm, "info", None) or {}
     return {"kind": "meta", "format": FORMAT, "schema": SCHEMA, "model": lm.name, "adapter": lm.adapter,
             "adapter_hash": info.get("adapter_hash"), "temperature": temperature,
             "max_new_tokens": max_new_tokens, "seed": seed, "n_per_paraphrase": n_per_paraphrase,
-            "backend": backend}
+            "backend": backend, "precision": sampling_precision(lm, precision, backend)}
 
 
 def judge_identity(judge: Any) -> dict:
@@ -181,7 +192,7 @@ class ResultsFile:
         for field in fields:
             if field not in self.meta and self.legacy:
                 continue  # old headers did not record n_per_paraphrase
-            have, want = self.meta.get(field), header.get(field)
+            have, want = self.meta.get(field, DEFAULTS_OF_OLD_HEADERS.get(field)), header.get(field)
             if have != want:
                 raise EvalError(f"this file holds results made with {field} {have!r}, not {want!r}; "
                                 "use another --out (one file = one model and one sampling setting)",
@@ -279,14 +290,17 @@ def check_sampling_settings(*, temperature: float, max_new_tokens: int, batch_si
 
 def evaluate(lm, questions: Sequence, judge, out_path: str | Path, *, n_per_paraphrase: int | None = None,
              max_new_tokens: int = 256, temperature: float = 1.0, batch_size: int = 8, judge_batch_size: int = 16,
-             seed: int = 0, backend: str = "transformers", progress: bool | None = None) -> Path:
+             seed: int = 0, backend: str = "transformers", progress: bool | None = None,
+             precision: str = "auto") -> Path:
     """Sample every missing answer, then judge every answer ``judge`` has not judged yet;
     everything is appended to ``out_path`` batch by batch under the file's lock. Re-running resumes.
-    ``progress``: the sampling bar (None: when stderr is a terminal; see ``em_interp.progress``)."""
+    ``progress``: the sampling bar (None: when stderr is a terminal; see ``em_interp.progress``).
+    ``precision``: as in ``sample_answers``; the precision it resolves to is part of the file's
+    identity (a file sampled in fp32 is not resumed in bf16)."""
     check_sampling_settings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             judge_batch_size=judge_batch_size, seed=seed, n_per_paraphrase=n_per_paraphrase)
     header = results_header(lm, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                            n_per_paraphrase=n_per_paraphrase, backend=backend)
+                            n_per_paraphrase=n_per_paraphrase, backend=backend, precision=precision)
     ident = judge_identity(judge)
     res = ResultsFile(out_path)  # refuses foreign or corrupt files before taking the lock
     with res.writing():
@@ -303,7 +317,7 @@ def evaluate(lm, questions: Sequence, judge, out_path: str | Path, *, n_per_para
 
         sample_answers(lm, questions, n_per_paraphrase=n_per_paraphrase, max_new_tokens=max_new_tokens,
                        temperature=temperature, batch_size=batch_size, seed=seed, skip=res.samples.keys(),
-                       backend=backend, on_batch=write_samples, progress=progress)
+                       backend=backend, on_batch=write_samples, progress=progress, precision=precision)
 
         prompts = {q.id: q.judge_prompts or None for q in questions}
         todo = [s for k, s in res.samples.items() if (k, judge.name) not in res.judgements]
