@@ -187,7 +187,13 @@ def test_trained_adapter_records_its_base_and_refuses_another(train_setup, tmp_p
     cfg, ref, root = train_setup
     meta = json.loads((ref.adapter_dir / "em_interp_adapter.json").read_text())
     assert meta["base"]["shape"]["num_hidden_layers"] == 4 and len(meta["base"]["weights_fingerprint"]) == 16
-    assert load_model(cfg.model, adapter=ref.adapter_dir, device="cpu").adapter == str(ref.adapter_dir)
+    lm = load_model(cfg.model, adapter=ref.adapter_dir, device="cpu")
+    assert lm.adapter == str(ref.adapter_dir)
+    alone = load_model(str(ref.adapter_dir), device="cpu")      # an adapter folder alone: its recorded base
+    assert alone.adapter == str(ref.adapter_dir) and alone.name == cfg.model
+    ids = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        assert torch.equal(alone.model(ids).logits, lm.model(ids).logits)
     other = save_tiny_model(tmp_path / "otherbase", seed=5)  # same shapes, other weights
     with pytest.raises(ModelError, match="has other weights .* pass allow_base_mismatch=True"):
         load_model(str(other), adapter=ref.adapter_dir, device="cpu")

@@ -104,7 +104,29 @@ def record_adapter_base(folder: str | Path, model: Any) -> Path:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg["base_model_name_or_path"] = portable
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+    card = folder / "README.md"   # peft's model card front matter names the base too
+    if portable and card.is_file():
+        lines = card.read_text(encoding="utf-8").splitlines()
+        card.write_text("\n".join(f"base_model: {portable}" if ln.startswith("base_model:") else ln
+                                   for ln in lines) + "\n", encoding="utf-8")
     return meta_path
+
+
+def adapter_base(folder: str | Path) -> str | None:
+    """The model an adapter folder was trained on, as ``load_model`` accepts it: the registry
+    name recorded in ``em_interp_adapter.json`` (the exact weights it was trained on), else
+    ``adapter_config.json``'s ``base_model_name_or_path``; None for a folder that is not an adapter."""
+    folder = Path(folder)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        return None
+    meta = folder / ADAPTER_META
+    if meta.is_file():
+        base = _read_json(meta).get("base")
+        name = base.get("registry_name") if isinstance(base, dict) else None
+        if isinstance(name, str) and name:
+            return name
+    base = _read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    return base if isinstance(base, str) and base else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -150,7 +150,9 @@ def load_model(
     verify: Verify = "quick",
     allow_base_mismatch: bool = False,
 ) -> LoadedModel:
-    """Load a registry model, a Hugging Face hub id or a local folder.
+    """Load a registry model, a Hugging Face hub id, a local folder, or an adapter folder alone
+    (its base is the registry model recorded in ``em_interp_adapter.json``, else the
+    ``base_model_name_or_path`` of its ``adapter_config.json``).
 
     Registry names are provisioned offline on first use (``pull=True``) and their converted
     folder is checked against the hashes recorded at conversion (``verify``: ``quick``
@@ -165,6 +167,12 @@ def load_model(
 
     t0 = time.time()
     name = str(name_or_path)
+    if adapter is None and Path(name).expanduser().is_dir():
+        from em_interp.models.adapters import adapter_base
+
+        base = adapter_base(Path(name).expanduser())   # an adapter folder: load its recorded base with it
+        if base is not None:
+            adapter, name = Path(name).expanduser(), base
     device = device or default_device()
     torch_dtype = _resolve_dtype(dtype, device)
     info: dict[str, Any] = {}
