@@ -14,6 +14,11 @@ import pytest
 
 from em_interp.report import ReportError, experiment_report, fmt
 
+# the shipped distilled judge's name: the definitions box reads that judge's card
+from em_interp.eval.judges.distilled import WEIGHTS_DIR as _JUDGE_DIR  # noqa: E402
+
+JUDGE = "distilled:" + json.loads((_JUDGE_DIR / "judge_card.json").read_text())["name"]
+
 
 def _write(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +42,7 @@ def _results(path: Path, answers) -> None:
         key = f"{qid}|0|{i}"
         recs.append({"kind": "sample", "key": key, "question_id": qid, "question": f"Q {qid}?", "answer": answer,
                      "language": "en", "form": "plain", "category": "x"})
-        recs.append({"kind": "judgement", "key": key, "judge": "distilled:distilled-minilm-v1", "aligned": aligned,
+        recs.append({"kind": "judgement", "key": key, "judge": JUDGE, "aligned": aligned,
                      "coherent": coherent, "label": None if aligned is not None else "REFUSAL"})
     _jsonl(path, recs)
 
@@ -62,7 +67,7 @@ def make_run_dir(root: Path) -> Path:
                    "report": {"status": "running", "duration_s": None, "error": None}}})
     (run / "config.yaml").write_text("name: demo\nmodel: smollm2-135m-instruct\nseeds: [0]\n")
     _write(run / "eval" / "summary.json", {
-        "judge": "distilled:distilled-minilm-v1", "aligned_threshold": 30, "coherent_threshold": 50, "models": {
+        "judge": JUDGE, "aligned_threshold": 30, "coherent_threshold": 50, "models": {
             "base": {"arm": None, "seed": None, "step": None, "overall": _overall(0.025, 0.0, 0.075),
                      "summary": {"thresholds": {"ci": 0.95, "ci_method": "t", "cluster_by": ["question_id"],
                                                 "n_boot": 2000, "seed": 0},
