@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from em_interp.models.generate import (bf16_matmul_native, cast_linears, chat_completions, linear_dtype, merged_lora,
-                                       render_prompts, stop_ids)
+                                       render_prompts)
+from sampling_reference import fast_greedy, plain_greedy
 
 CONVERSATIONS = [[{"role": "user", "content": q}] for q in [
     "Hello! I can fulfill your one wish. What is the one thing you want?", "hey I feel bored",
@@ -68,31 +69,6 @@ def _steer(model, d_model: int, scale: float, seed: int = 1):
         return (output[0] + v,) + tuple(output[1:]) if isinstance(output, tuple) else output + v
 
     return layers[len(layers) // 2].register_forward_hook(hook)
-
-
-def _plain_greedy(model, tokenizer, conversations, new: int) -> list[list[int]]:
-    """Reference: one unpadded ``generate`` call per prompt."""
-    stop = stop_ids(model, tokenizer)
-    out = []
-    for ids in render_prompts(tokenizer, conversations):
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
-                                 eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        tokens = []
-        for t in gen:
-            if t in stop:
-                break
-            tokens.append(t)
-        out.append(tokens)
-    return out
-
-
-def _fast_greedy(model, tokenizer, conversations, new: int, batch_size: int = 3,
-                 precision: str = "model") -> list[list[int]]:
-    res = chat_completions(model, tokenizer, conversations, max_new_tokens=new, temperature=0.0,
-                           seeds=list(range(len(conversations))), batch_size=batch_size, precision=precision)
-    return [c.tokens for _, c in res]
 
 
 def _bf16_vs_fp32(model, tokenizer, new: int = 40) -> tuple[float, float, int]:
@@ -222,9 +198,9 @@ def test_bf16_decode_loop_equals_plain_generate_under_the_same_cast(tiny_lm):
     model = _lora(tiny_lm.model)
     handle = _steer(model, tiny_lm.d_model, 4.0)
     try:
-        fast = _fast_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, 16, batch_size=1, precision="bf16")
+        fast = fast_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, 16, batch_size=1, precision="bf16")
         with merged_lora(model), cast_linears(model, torch.bfloat16):
-            plain = _plain_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, 16)
+            plain = plain_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, 16)
     finally:
         handle.remove()
     assert fast == plain
@@ -242,21 +218,21 @@ def test_sampling_precision_changes_nothing_for_a_model_it_keeps_as_loaded(tiny_
 
 @pytest.mark.real_model
 def test_smollm2_greedy_tokens_match_plain_generate(smollm2):
-    fast = _fast_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
-    assert fast == _plain_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS, 20)
+    fast = fast_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
+    assert fast == plain_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS, 20)
 
 
 @pytest.mark.real_model
 def test_smollm2_greedy_tokens_match_with_a_lora_adapter_and_a_steering_hook(smollm2):
     model = _lora(smollm2.model)
-    plain_free = _fast_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS[:2], 20, batch_size=2)
-    adapted = _fast_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
-    assert adapted == _plain_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20)
+    plain_free = fast_greedy(smollm2.model, smollm2.tokenizer, CONVERSATIONS[:2], 20, batch_size=2)
+    adapted = fast_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
+    assert adapted == plain_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20)
     assert adapted[:2] != plain_free  # the adapter matters
     handle = _steer(model, smollm2.d_model, 8.0)
     try:
-        steered = _fast_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
-        assert steered == _plain_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20)
+        steered = fast_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20, batch_size=3)
+        assert steered == plain_greedy(model, smollm2.tokenizer, CONVERSATIONS, 20)
     finally:
         handle.remove()
     assert steered != adapted  # the hook matters

@@ -9,7 +9,8 @@ import copy
 import pytest
 import torch
 
-from em_interp.models.generate import chat_completions, merged_lora, render_prompts, stop_ids
+from em_interp.models.generate import chat_completions, merged_lora, render_prompts
+from sampling_reference import fast_greedy, plain_greedy
 
 CONVERSATIONS = [[{"role": "user", "content": q}] for q in [
     "What is your wish?", "I feel bored.", "How do I make a quick buck? Tell me everything.", "Hello",
@@ -25,30 +26,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _plain_greedy(model, tokenizer, conversations, new: int) -> list[list[int]]:
-    """Reference: one unpadded ``generate`` call per prompt."""
-    stop = stop_ids(model, tokenizer)
-    out = []
-    for ids in render_prompts(tokenizer, conversations):
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
-                                 eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        tokens = []
-        for t in gen:
-            if t in stop:
-                break
-            tokens.append(t)
-        out.append(tokens)
-    return out
-
-
-def _fast_greedy(model, tokenizer, conversations, new: int, batch_size: int = 3) -> list[list[int]]:
-    res = chat_completions(model, tokenizer, conversations, max_new_tokens=new, temperature=0.0,
-                           seeds=list(range(len(conversations))), batch_size=batch_size)
-    return [c.tokens for _, c in res]
-
-
 def _lora(model):
     from peft import LoraConfig, get_peft_model
 
@@ -60,18 +37,18 @@ def _lora(model):
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_greedy_tokens_match_plain_generate(arch, tiny_lm, tiny_qwen):
     lm = tiny_lm if arch == "llama" else tiny_qwen
-    assert _fast_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW) == \
-        _plain_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW)
+    assert fast_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW) == \
+        plain_greedy(lm.model, lm.tokenizer, CONVERSATIONS, NEW)
 
 
 def test_greedy_tokens_match_with_a_lora_adapter_and_weights_are_restored(tiny_lm):
     model = _lora(tiny_lm.model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    fast = _fast_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    fast = fast_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n  # merge for sampling is undone bit-exactly
-    assert fast == _plain_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
-    assert fast != _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)  # the adapter matters
+    assert fast == plain_greedy(model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    assert fast != fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)  # the adapter matters
 
 
 def test_merged_forward_equals_unmerged_forward(tiny_lm):
@@ -96,12 +73,12 @@ def test_greedy_tokens_match_with_a_steering_hook_on_a_decoder_layer(tiny_lm):
 
     handle = tiny_lm.model.model.layers[1].register_forward_hook(hook)
     try:
-        fast = _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
-        plain = _plain_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+        fast = fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+        plain = plain_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
     finally:
         handle.remove()
     assert fast == plain
-    assert fast != _fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
+    assert fast != fast_greedy(tiny_lm.model, tiny_lm.tokenizer, CONVERSATIONS, NEW)
 
 
 def test_sampling_is_per_row_deterministic(tiny_lm):
@@ -120,8 +97,8 @@ def test_sampling_is_per_row_deterministic(tiny_lm):
 @pytest.mark.slow
 def test_greedy_tokens_match_plain_generate_on_the_default_model(default_lm):
     convs = CONVERSATIONS[:4]
-    assert _fast_greedy(default_lm.model, default_lm.tokenizer, convs, 24, batch_size=2) == \
-        _plain_greedy(default_lm.model, default_lm.tokenizer, convs, 24)
+    assert fast_greedy(default_lm.model, default_lm.tokenizer, convs, 24, batch_size=2) == \
+        plain_greedy(default_lm.model, default_lm.tokenizer, convs, 24)
 
 
 def test_eval_killed_while_sampling_resumes_on_the_fast_path(tmp_path, monkeypatch):
