@@ -23,11 +23,10 @@ reloads the weights from ``lm.path`` (hooks do not apply there).
 from __future__ import annotations
 
 import hashlib
-import sys
-import time
 from typing import Callable, Iterable, Sequence
 
 from em_interp.errors import EvalError
+from em_interp.progress import Progress
 
 
 def row_key(question_id: str, paraphrase_index: int, sample_index: int) -> str:
@@ -107,17 +106,6 @@ def _sample_fast(lm, pending: list[dict], max_new_tokens: int, temperature: floa
                      on_done=lambda i, text, c: emit(pending[i], (text, len(c.tokens), c.finish)))
 
 
-def _progress_bar(total: int, progress: bool | None):
-    """A tqdm bar (answers/s; tokens/s in the postfix) or None."""
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="sampling", unit="answer")
-
-
 def _generate_vllm(lm, batch: list[dict], max_new_tokens: int, temperature: float, seed: int):
     try:
         from vllm import LLM, SamplingParams
@@ -171,8 +159,8 @@ def sample_answers(lm, questions: Sequence, *, n_per_paraphrase: int | None = No
     pending = [r for r in plan(questions, n_per_paraphrase) if r["key"] not in skip]
     out: list[dict] = []
     waiting: list[dict] = []
-    bar = _progress_bar(len(pending), progress)
-    started = time.perf_counter()
+    # the project's one progress bar (answers/s, tokens/s; follows a CLI's --progress/--no-progress)
+    bar = Progress(len(pending), "sampling", "answer", progress=progress) if pending else None
 
     def emit(r: dict, result: tuple[str, int, str]) -> None:
         answer, n_tok, finish = result
@@ -182,8 +170,7 @@ def sample_answers(lm, questions: Sequence, *, n_per_paraphrase: int | None = No
         out.append(row)
         waiting.append(row)
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(tok_s=f"{sum(x['n_tokens'] for x in out) / (time.perf_counter() - started):.1f}")
+            bar.update(1, tokens=n_tok)
         if len(waiting) >= batch_size:
             flush()
 
