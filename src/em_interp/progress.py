@@ -168,10 +168,3 @@ class Progress:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.close(summary=False if exc_type is not None else None)
-
-
-def cli_option(default_help: str = "Progress bars with rates on stderr (default: when stderr is a terminal).") -> Any:
-    """The ``--progress/--no-progress`` typer option every long command takes (``None`` = tty)."""
-    import typer
-
-    return typer.Option(None, "--progress/--no-progress", help=default_help)
