@@ -150,9 +150,11 @@ def load_model(
     verify: Verify = "quick",
     allow_base_mismatch: bool = False,
 ) -> LoadedModel:
-    """Load a registry model, a Hugging Face hub id, a local folder, or an adapter folder alone
-    (its base is the registry model recorded in ``em_interp_adapter.json``, else the
-    ``base_model_name_or_path`` of its ``adapter_config.json``).
+    """Load a registry model, a shipped organism ``BASE+ADAPTER`` (``models.shipped``: the base
+    with its shipped adapter, whose sha256 is checked against its card first), a Hugging Face hub
+    id, a local folder, or an adapter folder alone (its base is the registry model recorded in
+    ``em_interp_adapter.json``, else the ``base_model_name_or_path`` of its ``adapter_config.json``).
+    An organism with ``adapter`` too has its own adapter merged into the base, ``adapter`` on top.
 
     Registry names are provisioned offline on first use (``pull=True``) and their converted
     folder is checked against the hashes recorded at conversion (``verify``: ``quick``
@@ -165,14 +167,26 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from em_interp.models.shipped import resolve_model, verify_if_shipped
+
     t0 = time.time()
-    name = str(name_or_path)
-    if adapter is None and Path(name).expanduser().is_dir():
+    requested = str(name_or_path)
+    name, organism = resolve_model(requested)   # BASE+ADAPTER: a shipped organism (sha256-checked below)
+    stacked = None                               # an organism's adapter, folded in below an extra adapter
+    if organism is not None:
+        organism.verify()                        # before the (slow) base load
+        if adapter is None:
+            adapter = organism.folder
+        else:
+            stacked = organism.folder
+            check_adapter_folder(stacked)
+    elif adapter is None and Path(name).expanduser().is_dir():
         from em_interp.models.adapters import adapter_base
 
         base = adapter_base(Path(name).expanduser())   # an adapter folder: load its recorded base with it
         if base is not None:
             adapter, name = Path(name).expanduser(), base
+            requested = name
     device = device or default_device()
     torch_dtype = _resolve_dtype(dtype, device)
     info: dict[str, Any] = {}
@@ -199,6 +213,8 @@ def load_model(
                 check_safetensors(f, ModelError)
     if adapter is not None:
         check_adapter_folder(adapter)  # before the (slow) base load
+        if organism is None or stacked is not None:
+            verify_if_shipped(adapter)  # a shipped organism's folder given as a path: its card's sha256
     try:
         tokenizer = load_tokenizer(path, converted=converted, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -208,11 +224,16 @@ def load_model(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"could not load '{name}': {first[:300]}") from None
     model.to(device)
+    if stacked is not None:  # an organism with another adapter on top: fold the organism's in first
+        model = attach_adapter(model, stacked, merge=True, allow_base_mismatch=allow_base_mismatch, model_name=name)
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter, allow_base_mismatch=allow_base_mismatch,
                                model_name=name)
         info["adapter_hash"] = adapter_hash(adapter)
+    if organism is not None:
+        info["organism"] = {"name": organism.name, "base": organism.base, "sha256": organism.sha256,
+                            "folder": str(organism.folder), "merged": stacked is not None}
     model.eval()
     info["load_s"] = round(time.time() - t0, 3)
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, path=str(path),
+    return LoadedModel(model=model, tokenizer=tokenizer, name=requested, path=str(path),
                        adapter=str(adapter) if adapter else None, info=info)

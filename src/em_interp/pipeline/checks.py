@@ -58,7 +58,13 @@ def model_layer_count(model: str) -> int | None:
         return int(inspect.signature(tiny_model).parameters["n_layers"].default)
     from em_interp.models.provision import converted_dir, is_converted
     from em_interp.models.registry import is_registered
+    from em_interp.errors import ModelError
+    from em_interp.models.shipped import resolve_model
 
+    try:
+        model = resolve_model(model)[0]          # an organism BASE+ADAPTER: its base's config
+    except ModelError:
+        return None
     folder = converted_dir(model) if is_registered(model) and is_converted(model) else Path(model).expanduser()
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
@@ -72,7 +78,8 @@ def model_layer_count(model: str) -> int | None:
 
 
 def check_model_spec(model: str, fail: Fail, field: str = "model") -> None:
-    """``tiny:ARCH[:SEED]``, a registry name, an existing folder or a hub id ``org/name``."""
+    """``tiny:ARCH[:SEED]``, a registry name, a shipped organism ``BASE+ADAPTER``, an existing folder
+    or a hub id ``org/name``."""
     from em_interp.models.registry import is_registered, list_specs
 
     if model.startswith("tiny:"):
@@ -85,6 +92,14 @@ def check_model_spec(model: str, fail: Fail, field: str = "model") -> None:
         return
     if is_registered(model):
         return
+    from em_interp.errors import ModelError
+    from em_interp.models.shipped import resolve_model
+
+    try:
+        if resolve_model(model)[1] is not None:  # a shipped organism BASE+ADAPTER
+            return
+    except ModelError as exc:
+        fail(field, exc.message)
     path = Path(model).expanduser()
     looks_like_path = model.startswith((".", "/", "~")) or path.exists()
     if looks_like_path:
@@ -95,8 +110,8 @@ def check_model_spec(model: str, fail: Fail, field: str = "model") -> None:
     if len(parts) == 2 and all(parts):
         return                                   # a hub id; resolved when loaded
     names = ", ".join(s.name for s in list_specs())
-    fail(field, f"unknown model {model!r}: use a registry name ({names}), tiny:llama|tiny:qwen2[:SEED], "
-                "a local folder or a hub id org/name")
+    fail(field, f"unknown model {model!r}: use a registry name ({names}), an organism BASE+ADAPTER, "
+                "tiny:llama|tiny:qwen2[:SEED], a local folder or a hub id org/name")
 
 
 def check_layers(values: Sequence[int] | None, n_layers: int | None, fail: Fail, field: str) -> None:

@@ -51,10 +51,17 @@ def base_model_ref(ctx: RunContext) -> str:
 def model_identity(ctx: RunContext) -> dict[str, Any]:
     """The base model's identity for the manifest: registry sha256, or the folder / tiny spec."""
     from em_interp.models.registry import get_spec, is_registered
+    from em_interp.models.shipped import resolve_model
 
     spec = ctx.cfg.model
     if spec.startswith("tiny:"):
         return {"name": spec, "tiny": True, "path": base_model_ref(ctx)}
+    base, organism = resolve_model(spec)
+    if organism is not None:
+        s = get_spec(base)
+        return {"name": spec, "original": s.original, "sha256": s.sha256, "registry": True,
+                "organism": {"base": base, "adapter": organism.adapter, "sha256": organism.sha256,
+                             "folder": str(organism.folder)}}
     if is_registered(spec):
         s = get_spec(spec)
         return {"name": spec, "original": s.original, "sha256": s.sha256, "registry": True}
