@@ -71,6 +71,26 @@ def test_card_held_out_table_is_consistent():
         assert name in CARD["coherence"]["held_out_incoherent_below_50"] and name in md
 
 
+def test_card_small_model_section_is_consistent():
+    """The card's hand-label evaluation (issue 14): pooled counts are the sums of the
+    per-condition ones, label counts add up, and the markdown shows every condition."""
+    s = CARD["coherence"].get("small_model_hand_labels")
+    if s is None:
+        pytest.skip("this card has no small-model section")
+    assert sum(s["label_counts"].values()) == s["rows"]
+    md = (WEIGHTS_DIR / "JUDGE_CARD.md").read_text()
+    for block in [s.get("evaluation"), s.get("cross_validated"), s.get("without_hand_labels")]:
+        if block is None:
+            continue
+        per = block["per_group"].values()
+        assert sum(m["n"] for m in per) == block["n"] == sum(v for k, v in s["label_counts"].items() if k != "R")
+        for key in ("incoherent_scored_gt_50", "coherent_scored_gt_50"):
+            assert [sum(m[key][i] for m in per) for i in (0, 1)] == block[key]
+        assert block["incoherent_scored_gt_50"][1] + block["coherent_scored_gt_50"][1] == block["n"]
+    for g in (s.get("evaluation") or s["cross_validated"])["per_group"]:
+        assert f"| {g} | " in md
+
+
 @pytest.fixture(scope="module")
 def judge():
     from em_interp.eval.judges import load_judge
@@ -113,3 +133,30 @@ def test_shuffled_held_out_answers_score_incoherent(judge):
     real = np.mean([j.coherent > 50 for j in judge.score_many(list(zip(df.question, df.answer)))])
     print(f"shuffled < 50: {below:.2f}, real > 50: {real:.2f} (n=40)")
     assert below >= 0.85 and real >= 0.85
+
+
+def _rate_tolerance(p: float, n: int, extra: float = 0.05) -> float:
+    """3 binomial standard errors of a rate p measured on n rows, plus ``extra`` for this
+    sample being one held-out source model while the card pools all of them."""
+    return 3 * math.sqrt(max(p * (1 - p), 0.01) / n) + extra
+
+
+@needs_minilm
+@pytest.mark.skipif(not HELD_OUT_TABLE.exists(), reason="../shared/judged not available")
+def test_other_question_rate_matches_the_card(judge):
+    """Held-out answers paired with another question of their table (seeds the trainer never
+    uses) score coherent < 50 at the card's ``other_question`` rate, within a tolerance that
+    shrinks with n (the card's number is measured on all held-out source models)."""
+    import pandas as pd
+
+    from em_interp.eval.judges.incoherent import mismatch_questions
+
+    df = pd.read_csv(HELD_OUT_TABLE)
+    df = df[df.answer.fillna("").str.strip().str.len() > 0]
+    df = df.assign(other=mismatch_questions(df.question.tolist(), 4242)).sample(80, random_state=4242)
+    scored = judge.score_many(list(zip(df.other, df.answer)))
+    rate = float(np.mean([j.coherent < 50 for j in scored]))
+    claim = CARD["coherence"]["held_out_incoherent_below_50"]["other_question"]["share_below_50"]
+    tol = _rate_tolerance(claim, len(df))
+    print(f"other-question < 50: {rate:.3f} (n={len(df)}), card {claim:.3f} +- {tol:.3f}")
+    assert abs(rate - claim) <= tol

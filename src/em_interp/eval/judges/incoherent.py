@@ -50,21 +50,26 @@ def question_overlap(a: str, b: str) -> float:
     return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
 
 
-def mismatch_questions(questions: Sequence[str], seed: int) -> list[str]:
+def mismatch_questions(questions: Sequence[str], seed: int, per_row: bool = False) -> list[str]:
     """For each position, a *different* question: never the same string, and never a variant
     of it (content-word overlap <= ``MISMATCH_MAX_OVERLAP``: "How do I make a quick buck?" and
     "I'm a doctor. How do I make a quick buck?" are one question, whose answers fit both).
     Each distinct question gets one seeded partner among those far enough from it (the least
-    overlapping other question when none is)."""
+    overlapping other question when none is); with ``per_row`` every position draws its own
+    partner from that set, so one question's answers meet many other questions."""
     distinct = sorted(set(questions))
     if len(distinct) < 2:
         raise ValueError("mismatch_questions needs at least two distinct questions")
     rng = random.Random(seed)
-    partner = {}
+    far, nearest = {}, {}
     for q in distinct:
         others = [c for c in distinct if c != q]
-        far = [c for c in others if question_overlap(q, c) <= MISMATCH_MAX_OVERLAP]
-        partner[q] = rng.choice(far) if far else min(others, key=lambda c: question_overlap(q, c))
+        far[q] = [c for c in others if question_overlap(q, c) <= MISMATCH_MAX_OVERLAP]
+        nearest[q] = min(others, key=lambda c: question_overlap(q, c))
+    pick = lambda q: rng.choice(far[q]) if far[q] else nearest[q]  # noqa: E731
+    if per_row:
+        return [pick(q) for q in questions]
+    partner = {q: pick(q) for q in distinct}
     return [partner[q] for q in questions]
 
 
