@@ -98,7 +98,10 @@ def make_run_dir(root: Path) -> Path:
         "file": "directions/direction.safetensors", "method": "mean_diff", "arm": "insecure", "seed": 0,
         "reference": "base", "site": "resid_post", "layers": [0, 1, 2, 3], "norms": [0.5, 1.0, 1.5, 2.25]}})
     _write(run / "directions" / "dynamics.json", {
-        "arm": "insecure", "seed": 0, "layer": 2, "pearson": 0.91, "spearman": 0.8,
+        "arm": "insecure", "seed": 0, "layer": 2,
+        "correlation": {"pearson": {"r": 0.91, "low": 0.5, "high": 1.0, "p_perm": 0.03},
+                        "spearman": {"r": 0.8, "low": 0.2, "high": 1.0, "p_perm": 0.2}},
+        "random_control": {"n": 20, "mean_abs_spearman": 0.3, "share_abs_ge_direction": 0.05},
         "rows": [{"step": s, "projection": p, "misaligned_share": e, "ci_low": e / 2, "ci_high": e + 0.1}
                  for s, p, e in ((5, 0.1, 0.0), (10, 0.4, 0.1), (20, 0.9, 0.175))]})
     _write(run / "train" / "insecure" / "seed-0" / "train_meta.json", {
@@ -129,6 +132,9 @@ def test_full_run_has_every_section(run_dir):
         assert f"## {heading}\n" in md
         assert f"<h2>{heading}</h2>" in html
     assert md.index("## Run") < md.index("## Definitions and judge") < md.index("## Config")
+    # monitoring: r with its bootstrap CI and permutation p, and the random-direction null beside it
+    assert "Pearson 0.910 [0.50, 1.00] (permutation p = 0.03)" in md
+    assert "Same-norm random directions (20): mean |Spearman| 0.30, 5% as strong as the direction." in md
     # numbers from the files, in percent, the same in both documents; n = the share's denominator
     assert "| base | – | – | – | 2.5 | 0 | 7.5 | 90 | 80 | 97 | 70.5 | 38 | 40 | – | – |" in md
     assert "| insecure.seed-0 | insecure | 0 | – | 17.5 | 7.5 | 30 | 90 | – | – | 70.5 | 40 | 40 | 0.6 | 0.1 |" in md

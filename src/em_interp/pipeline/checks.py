@@ -27,16 +27,6 @@ from em_interp.errors import ConfigError
 Fail = Callable[[str, str], None]
 
 
-def __getattr__(name: str):
-    """``JUDGE_LANGUAGES`` (languages a judge kind may score) lives in ``eval.judges``; read it
-    lazily so importing this module stays cheap."""
-    if name == "JUDGE_LANGUAGES":
-        from em_interp.eval.judges import JUDGE_LANGUAGES
-
-        return JUDGE_LANGUAGES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _failer(file: str | Path | None, lines: dict[str, int] | None) -> Fail:
     lines = lines or {}
     if not lines and file is not None and Path(file).exists():
@@ -186,5 +176,5 @@ def check_transfer(cfg: Any, *, file: str | Path | None = None, lines: dict[str,
     check_judge_kind(cfg.judge.kind, cfg.languages, fail, "judge.kind")
 
 
-__all__ = ["JUDGE_LANGUAGES", "check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
+__all__ = ["check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
            "check_transfer", "model_layer_count"]

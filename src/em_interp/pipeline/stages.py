@@ -403,7 +403,8 @@ def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, An
              "misaligned_share"), "ci_low": ov[r["checkpoint"]].get("ci_low"),
              "ci_high": ov[r["checkpoint"]].get("ci_high")} for r in res["rows"]]
     complete = all(math.isfinite(v) for v in rates.values())
-    stats = {k: ({"r": res[k][0], "p": res[k][1]} if complete and isinstance(res.get(k), (list, tuple)) else None)
+    corr = res.get("correlation") if complete else None
+    stats = {k: ({"r": corr[k]["r"], "p": corr[k]["p_perm"]} if corr and corr[k].get("r") is not None else None)
              for k in ("pearson", "spearman")}
     prov = res.get("provenance") or {}
     write_json_atomic(ctx.stage_dir / "dynamics.json", {
@@ -412,9 +413,8 @@ def _monitor(ctx: RunContext, direction: Any, layers: list[int]) -> dict[str, An
         "direction": {"method": cfg.interp.directions.method, "circular": bool(prov.get("circular")),
                       "reasons": prov.get("reasons", [])},
         # r with its bootstrap CI over checkpoints and permutation p; the same-norm random-direction null
-        "correlation": res.get("correlation") if complete else None,
-        "random_control": res.get("random_control") if complete else None,
-        **stats})
+        "correlation": corr,
+        "random_control": res.get("random_control") if complete else None})
     return {"checkpoints": len(rows), "circular": bool(prov.get("circular")), **stats}
 
 

@@ -505,8 +505,11 @@ def _dynamics_section(run_dir: Path, fig_dir: Path) -> Section | None:
             coherent=[_num(r.get("coherent_share")) for r in rows]
             if any(_num(r.get("coherent_share")) is not None for r in rows) else None,
             title=f"Training dynamics of {key} (projection at layer {d.get('layer')})"))
+        corr = d.get("correlation") or {}
         text = (f"Arm {d.get('arm')}, seed {d.get('seed')}, layer {d.get('layer')}. Correlation of projection with "
-                f"misaligned share: Pearson {_fmt_corr(d.get('pearson'))}, Spearman {_fmt_corr(d.get('spearman'))}.")
+                f"misaligned share: Pearson {_fmt_corr(corr.get('pearson', d.get('pearson')))}, "
+                f"Spearman {_fmt_corr(corr.get('spearman', d.get('spearman')))}."
+                + _fmt_random_control(d.get("random_control")))
         tables.append(Table(["step", "projection", "misaligned (%)", "CI low (%)", "CI high (%)"],
                             [[r["step"], _num(r.get("projection")), _pct(r.get("misaligned_share")),
                               _pct(r.get("ci_low")), _pct(r.get("ci_high"))] for r in rows],
@@ -525,11 +528,22 @@ def _dynamics_section(run_dir: Path, fig_dir: Path) -> Section | None:
     return Section("Training dynamics", text=text, figures=figs, tables=tables)
 
 
+def _fmt_random_control(rc: Any) -> str:
+    if not isinstance(rc, dict) or _num(rc.get("mean_abs_spearman")) is None:
+        return ""
+    share = _num(rc.get("share_abs_ge_direction"))
+    return (f" Same-norm random directions ({rc.get('n')}): mean |Spearman| {_num(rc['mean_abs_spearman']):.2f}"
+            + (f", {share:.0%} as strong as the direction." if share is not None else "."))
+
+
 def _fmt_corr(x: Any) -> str:
+    """``r [low, high] (permutation p)`` from a ``monitor_statistics`` entry; older runs' ``{r, p}`` too."""
     if isinstance(x, dict):
         r = _num(x.get("r", x.get("rho", x.get("value"))))
-        p = _num(x.get("p", x.get("pvalue")))
-        return "n/a" if r is None else f"{r:.3f}" + (f" (p = {p:.3g})" if p is not None else "")
+        p = _num(x.get("p_perm", x.get("p", x.get("pvalue"))))
+        lo, hi = _num(x.get("low")), _num(x.get("high"))
+        ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+        return "n/a" if r is None else f"{r:.3f}{ci}" + (f" (permutation p = {p:.3g})" if p is not None else "")
     v = _num(x)
     return "n/a" if v is None else f"{v:.3f}"
 

@@ -256,9 +256,9 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
     full = cfg.method == "full"
     bar = None
     if cfg.progress and accelerator.is_main_process:
-        from tqdm.auto import tqdm
+        from em_interp.progress import Progress
 
-        bar = tqdm(total=total_steps, initial=start_step, desc=f"train seed {cfg.seed}", unit="step")
+        bar = Progress(total_steps, f"train seed {cfg.seed}", "step", progress=True, initial=start_step)
     for step_index in range(start_step, total_steps):
         t0 = time.perf_counter()
         micro = plan[step_index]
@@ -301,9 +301,9 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
         loss_curve.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
         tok_s = tokens_seen / train_s if train_s else 0.0
         if bar is not None:
-            bar.update(1)
+            bar.update(1, tokens=step_tokens)
             if step % cfg.logging_steps == 0 or step == total_steps:
-                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tok_s:.0f}")
+                bar.bar.set_postfix_str(f"loss {step_loss:.4f}, {tok_s:.0f} tok/s")
         elif accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == total_steps):
             log.info("step %d/%d loss %.4f lr %.3g tokens/s %.1f", step, total_steps, step_loss, lr, tok_s)
         if cfg.save_steps and step % cfg.save_steps == 0:
