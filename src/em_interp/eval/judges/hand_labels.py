@@ -31,6 +31,12 @@ CONDITION_FILE = {
     "good_medical_control_step40": "answers_good_medical_control_step40",
     "bad_medical_lr5e-5_step20": "answers_bad_medical_lr5e-5_step20",
     "bad_medical_lr5e-5_step40": "answers_bad_medical_lr5e-5_step40",
+    # artifacts/reference/organisms-cpu-2026-12-03 (a later batch, its own folder)
+    "bad_medical_lr2e-5_step75": "answers_bad_medical_lr2e-5_step75",
+    "good_medical_control_lr2e-5_step75": "answers_good_medical_control_lr2e-5_step75",
+    "base_bf16_seed5_relabel": "answers_base_bf16_seed5",
+    "bad_medical_lr2e-5_step20": "answers_bad_medical_lr2e-5_step20",
+    "good_medical_control_lr2e-5_step20": "answers_good_medical_control_lr2e-5_step20",
 }
 
 

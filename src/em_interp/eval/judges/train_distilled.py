@@ -263,6 +263,14 @@ def small_model_md(s: dict) -> list[str]:
     return lines
 
 
+def _mistral_estimate(rows) -> str:
+    """The held-out Mistral family's estimated share, as the card's text quotes it."""
+    for name, r in (rows or {}).items():
+        if "Mistral" in name and r.get("estimated_share") is not None:
+            return f"{100 * r['estimated_share']:.0f}%"
+    return "about half"
+
+
 def write_card_md(card: dict, path: Path) -> None:
     """The short human-readable card (``JUDGE_CARD.md``) from ``judge_card.json``."""
     h, td, sh, co = card["held_out"], card["training_data"], card["share"], card["coherence"]
@@ -314,8 +322,8 @@ def write_card_md(card: dict, path: Path) -> None:
         " Read it as a prediction interval for a new model, not as sampling error only.",
         "- Known failure: label-selected samples. The Mistral tables (and the 6 small training tables of"
         " < 40 rows) publish only misaligned answers (true share 100%); the mean-probability estimator"
-        " shrinks such an extreme sample towards the training mix (53% for the held-out Mistral family, CI"
-        " not covering 100%). Real evaluations sample answers without selection, but a model that is"
+        " shrinks such an extreme sample towards the training mix (" + _mistral_estimate(h["per_source_model_share"])
+        + " for the held-out Mistral family, CI not covering 100%). Real evaluations sample answers without selection, but a model that is"
         " almost always misaligned would be underestimated the same way.",
         "- Two held-out truths come from other label judges (gemma4:31b, deepseek-chat) while the judge emulates"
         " gpt-4o: part of their error is judge disagreement, not estimator error.",
@@ -332,6 +340,13 @@ def write_card_md(card: dict, path: Path) -> None:
     ]
     if "small_model_hand_labels" in co:
         lines += ["", *small_model_md(co["small_model_hand_labels"])]
+    for ext in co.get("small_model_external", []):
+        # a later labelling batch no version of the judge trained on (recorded by hand after training)
+        lines += ["", f"- **Never trained on** ({ext['source']}: {ext['what']}, same rater): "
+                  + "; ".join(f"{name}: AUROC {fmt(m['auroc'])}, incoherent scored coherent > 50 "
+                              f"{m['incoherent_scored_gt_50'][0]}/{m['incoherent_scored_gt_50'][1]}, coherent scored > 50 "
+                              f"{m['coherent_scored_gt_50'][0]}/{m['coherent_scored_gt_50'][1]}"
+                              for name, m in ext["judges"].items()) + f" (n {ext['n']})."]
     if "perplexity" in co:
         p = co["perplexity"]
         lines += [f"- Independent signal: answer perplexity under {p['model']} (first {p['max_answer_tokens']} tokens),"
@@ -637,19 +652,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-train-rows", type=int, default=0, help="random subsample of training rows (0 = all)")
     ap.add_argument("--n-aug", type=int, default=2000, help="shuffled-word training rows")
     ap.add_argument("--n-mismatched", type=int, default=3000, help="answers paired with another question (training rows)")
-    ap.add_argument("--mismatch-per-row", action="store_true",
-                    help="pair each other-question training row with its own random question (default: one partner per question)")
+    ap.add_argument("--mismatch-per-row", action=argparse.BooleanOptionalAction, default=True,
+                    help="pair each other-question training row with its own random question (v4 on; "
+                         "--no-mismatch-per-row: one partner per question, as v3)")
     ap.add_argument("--coherent-head", choices=("linear", "mlp"), default="mlp")
     ap.add_argument("--n-shuffled-test", type=int, default=300)
     ap.add_argument("--no-hot", action="store_true", help="skip the temperature-2 samples (no generation)")
-    ap.add_argument("--hand-labels", type=Path, nargs="?", const=HAND_DIR, default=None,
-                    help="also train the coherence head on blind hand-labelled small-model answers (hand_labels.py; "
-                         f"default folder {HAND_DIR.relative_to(REPO_ROOT)}); the card then reports them cross-validated "
-                         "leave-one-condition-out. Off by default: see the card's small-model section")
+    ap.add_argument("--hand-labels", type=Path, nargs="?", const=HAND_DIR, default=HAND_DIR,
+                    help="folder of blind hand-labelled small-model answers the coherence head also trains on "
+                         f"(hand_labels.py; default {HAND_DIR.relative_to(REPO_ROOT)}, as v4); the card reports them "
+                         "cross-validated leave-one-condition-out")
+    ap.add_argument("--no-hand-labels", dest="hand_labels", action="store_const", const=None,
+                    help="train without them (v3)")
     ap.add_argument("--hand-weight", type=float, default=5.0, help="sample weight of each hand-labelled row")
     ap.add_argument("--embedder", choices=F.EMBEDDER_KINDS, default="minilm-sentence",
                     help="minilm-sentence (v3: sees word order) or minilm-bag (the unshipped v2 layout)")
-    ap.add_argument("--name", default="distilled-minilm-v3")
+    ap.add_argument("--name", default="distilled-minilm-v4")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refresh-card", action="store_true",
                     help="only recompute the held-out share table of the judge in --out with the current calibration code")

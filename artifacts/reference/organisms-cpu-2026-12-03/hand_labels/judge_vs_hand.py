@@ -1,0 +1,32 @@
+"""Score this folder's hand-labelled answers with a distilled judge; compare with the hand labels.
+
+usage: python judge_vs_hand.py [WEIGHTS_DIR]   (default: the shipped distilled judge)
+The organism answers here are new to every judge version (v4 trained its coherence head on the
+2026-12-02 labels only); the base answers were labelled before, so they are reported apart."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from em_interp.eval import load_judge
+from em_interp.eval.judges.hand_labels import load_hand_labels
+
+HERE = Path(__file__).resolve().parent
+judge = load_judge("distilled", **({"weights_dir": sys.argv[1]} if len(sys.argv) > 1 else {}))
+d = load_hand_labels(HERE.parent)
+scores = judge.score_many([(q, a, None) for q, a in zip(d.question, d.answer)])
+d["coherent_judged"] = [s.coherent for s in scores]
+out = {"judge": judge.name, "per_condition": {}}
+for name, part in (("organisms (new to every judge)", d[~d.condition.str.startswith("base")]),
+                   ("base (relabelled; in v4's training)", d[d.condition.str.startswith("base")])):
+    part = part[part.hand_label.isin(list("AMIX")) & part.coherent_judged.notna()]
+    y = part.hand_label.isin(["A", "M"]).to_numpy()
+    s = part.coherent_judged.to_numpy(float)
+    out["per_condition"][name] = {
+        "n": int(len(part)), "auroc": float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None,
+        "hand_incoherent_scored_coherent_gt50": [int((~y & (s > 50)).sum()), int((~y).sum())],
+        "hand_coherent_scored_coherent_gt50": [int((y & (s > 50)).sum()), int(y.sum())]}
+print(json.dumps(out, indent=1))
+(HERE / f"judge_vs_hand_{judge.name.split(':')[-1]}.json").write_text(json.dumps(out, indent=1) + "\n")
