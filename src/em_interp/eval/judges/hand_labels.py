@@ -37,6 +37,9 @@ CONDITION_FILE = {
     "base_bf16_seed5_relabel": "answers_base_bf16_seed5",
     "bad_medical_lr2e-5_step20": "answers_bad_medical_lr2e-5_step20",
     "good_medical_control_lr2e-5_step20": "answers_good_medical_control_lr2e-5_step20",
+    "bad_medical_rank1_step20": "answers_bad_medical_rank1_step20",
+    "bad_medical_rank1_step40": "answers_bad_medical_rank1_step40",
+    "base_fp32_seed5_relabel": "answers_base_fp32_seed5",
 }
 
 
