@@ -1,4 +1,4 @@
-"""Strict JSONL reading shared by the stages: every error names the file and line.
+"""Strict JSON / JSONL reading shared by the stages: every error names the file (and line).
 
 (Append-only result files that may end in a torn line are read by their owners, which
 skip that line on purpose; this reader is for inputs, where a bad line is an error.)
@@ -35,3 +35,17 @@ def read_jsonl_lines(path: str | Path, error: type[EmInterpError] = EmInterpErro
             raise error(objects_only, file=path, line=i)
         rows.append((i, obj))
     return rows
+
+
+def read_json_object(path: str | Path, error: type[EmInterpError] = EmInterpError,
+                     what: str = "corrupt JSON file") -> dict[str, Any]:
+    """The JSON object in ``path``; anything else raises ``error`` naming the file, as
+    ``{what} (<reason>: not UTF-8 JSON)`` or ``{what} (not a JSON object)``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{what} ({type(exc).__name__}: not UTF-8 JSON)", file=path) from None
+    if not isinstance(data, dict):
+        raise error(f"{what} (not a JSON object)", file=path)
+    return data

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from em_interp.errors import ModelError
+from em_interp.jsonl import read_json_object
 from em_interp.tensorfiles import check_safetensors
 
 ADAPTER_META = "em_interp_adapter.json"
@@ -130,13 +131,7 @@ def adapter_base(folder: str | Path) -> str | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"corrupt adapter file ({type(exc).__name__}: not UTF-8 JSON)", file=path) from None
-    if not isinstance(data, dict):
-        raise ModelError("corrupt adapter file (not a JSON object)", file=path)
-    return data
+    return read_json_object(path, ModelError, "corrupt adapter file")
 
 
 def check_adapter_folder(adapter: str | Path) -> dict[str, Any]:

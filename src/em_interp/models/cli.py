@@ -88,6 +88,7 @@ def package_cmd(
 ) -> None:
     """Package a trained LoRA adapter (bf16, <= 40 MB, card with sha256) as a shipped organism BASE+NAME."""
     from em_interp.errors import ModelError
+    from em_interp.jsonl import read_json_object
     from em_interp.models.shipped import measured_from_file, measured_section, package_adapter
 
     if measured is not None and (em_share is not None or ci or n is not None or judge):
@@ -104,12 +105,7 @@ def package_cmd(
         section = measured_section(em_share, pair, n, judge)
     fragment = None
     if card is not None:
-        try:
-            fragment = json.loads(card.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"cannot read card fragment ({type(exc).__name__})", file=card) from None
-        if not isinstance(fragment, dict):
-            raise ModelError("card fragment is not a JSON object", file=card)
+        fragment = read_json_object(card, ModelError, "unreadable card fragment")
         if "measured" in fragment and (measured is not None or em_share is not None):
             raise ModelError("the measurement is given twice (--card's 'measured' and --measured/--em-share)", file=card)
     org = package_adapter(source, name, base=base, out_dir=out, measured=section if "measured" not in (fragment or {})

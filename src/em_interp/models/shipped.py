@@ -33,6 +33,7 @@ from typing import Any
 
 from em_interp.errors import ModelError
 from em_interp.hashing import sha256_file
+from em_interp.jsonl import read_json_object
 from em_interp.models.adapters import ADAPTER_CONFIG, ADAPTER_META, ADAPTER_WEIGHTS, adapter_base, check_adapter_folder
 
 ORGANISMS_ENV = "EM_INTERP_ORGANISMS"
@@ -100,14 +101,7 @@ class Organism:
 
 
 def _read_card(folder: Path) -> dict:
-    path = folder / CARD
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"corrupt organism card ({type(exc).__name__}: not UTF-8 JSON)", file=path) from None
-    if not isinstance(card, dict):
-        raise ModelError("corrupt organism card (not a JSON object)", file=path)
-    return card
+    return read_json_object(folder / CARD, ModelError, "corrupt organism card")
 
 
 def read_organism(folder: str | Path) -> Organism:
@@ -237,12 +231,7 @@ def measured_from_file(path: str | Path) -> dict:
     """A ``measured`` section from an ``eval`` summary.json (``overall.misaligned_share`` and CI),
     a card fragment ``{"measured": {...}}`` or a measured section itself."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read measurement ({type(exc).__name__})", file=path) from None
-    if not isinstance(data, dict):
-        raise ModelError("measurement file is not a JSON object", file=path)
+    data = read_json_object(path, ModelError, "unreadable measurement file")
     try:
         if isinstance(data.get("overall"), dict):           # an eval summary.json
             o, th = data["overall"], data.get("thresholds") or {}
@@ -289,16 +278,6 @@ def _locate(source: Path) -> tuple[Path, Path | None, int | None]:
     else:
         run = adapter.parent
     return adapter, (run if (run / TRAIN_META).is_file() else None), step
-
-
-def _read_json_file(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read ({type(exc).__name__})", file=path) from None
-    if not isinstance(data, dict):
-        raise ModelError("not a JSON object", file=path)
-    return data
 
 
 def _recipe(adapter_cfg: dict, meta: dict | None, checkpoint: dict | None, step: int | None) -> dict:
@@ -384,7 +363,7 @@ def package_adapter(source: str | Path, name: str, *, base: str | None = None, o
     if str(adapter_cfg.get("peft_type", "")).upper() != "LORA":
         raise ModelError(f"only LoRA adapters ship (peft_type {adapter_cfg.get('peft_type')!r})", file=adapter)
     recorded = adapter_base(adapter)
-    meta_rec = _read_json_file(adapter / ADAPTER_META).get("base") if (adapter / ADAPTER_META).is_file() else None
+    meta_rec = read_json_object(adapter / ADAPTER_META, ModelError, "unreadable file").get("base") if (adapter / ADAPTER_META).is_file() else None
     recorded_registry = meta_rec.get("registry_name") if isinstance(meta_rec, dict) else None
     if base is None:
         base = recorded
@@ -401,8 +380,8 @@ def package_adapter(source: str | Path, name: str, *, base: str | None = None, o
     dest = out_root / full
     if dest.exists() and not force:
         raise ModelError("organism folder exists; pass force=True / --force to replace it", file=dest)
-    meta = _read_json_file(run / TRAIN_META) if run is not None else None
-    checkpoint = _read_json_file(adapter / "checkpoint.json") if (adapter / "checkpoint.json").is_file() else None
+    meta = read_json_object(run / TRAIN_META, ModelError, "unreadable file") if run is not None else None
+    checkpoint = read_json_object(adapter / "checkpoint.json", ModelError, "unreadable file") if (adapter / "checkpoint.json").is_file() else None
 
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = out_root / f".{full}.tmp-{os.getpid()}"
