@@ -3,19 +3,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from em_interp.models.generate import chat_completions, render_prompts, stop_ids
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Module-wide: one thread, so timings and bf16 kernels do not depend on the core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def plain_greedy(model, tokenizer, conversations, new: int) -> list[list[int]]:

@@ -30,15 +30,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return int(exc.value.code or 0), out.out, out.err
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here: a few short forward passes, and no spinning OpenMP threads on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,7 @@ def _examples(n: int = 24) -> list[dict]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny-model steps are too small for intra-op threads; on a loaded shared CPU two
-    threads spin on each other (10x slower), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
 @pytest.fixture(scope="module")
