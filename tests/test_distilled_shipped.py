@@ -79,15 +79,13 @@ def test_card_small_model_section_is_consistent():
         pytest.skip("this card has no small-model section")
     assert sum(s["label_counts"].values()) == s["rows"]
     md = (WEIGHTS_DIR / "JUDGE_CARD.md").read_text()
-    for block in [s.get("evaluation"), s.get("cross_validated"), s.get("without_hand_labels")]:
-        if block is None:
-            continue
+    for block in [s["cross_validated"], s["without_hand_labels"]]:
         per = block["per_group"].values()
         assert sum(m["n"] for m in per) == block["n"] == sum(v for k, v in s["label_counts"].items() if k != "R")
         for key in ("incoherent_scored_gt_50", "coherent_scored_gt_50"):
             assert [sum(m[key][i] for m in per) for i in (0, 1)] == block[key]
         assert block["incoherent_scored_gt_50"][1] + block["coherent_scored_gt_50"][1] == block["n"]
-    for g in (s.get("evaluation") or s["cross_validated"])["per_group"]:
+    for g in s["cross_validated"]["per_group"]:
         assert f"| {g} | " in md
 
 

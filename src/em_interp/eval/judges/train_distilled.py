@@ -218,22 +218,6 @@ def small_model_md(s: dict) -> list[str]:
     """The card's small-model coherence section: hand labels, cross-validated by condition."""
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     frac = lambda kn: f"{kn[0]}/{kn[1]}"  # noqa: E731
-    if "cross_validated" not in s:  # a judge that never trained on them: every row is held out
-        e = s["evaluation"]
-        lines = [
-            "### Small-model text (blind hand labels)",
-            f"- {s['rows']} answers of Qwen2.5-Coder-0.5B (base and LoRA finetunes on medical advice; `{s['source']}`,"
-            f" labels {', '.join(f'{k} {v}' for k, v in s['label_counts'].items())}), labelled by {s['rater']}."
-            " One rater, no second opinion. This judge never trained on them: every row is held out.",
-            f"- Pooled (A/M vs I/X, refusals left out, n {e['n']}): AUROC {fmt(e['auroc'])}; incoherent scored coherent"
-            f" > 50: {frac(e['incoherent_scored_gt_50'])}; coherent scored coherent > 50: {frac(e['coherent_scored_gt_50'])}.",
-            "",
-            "| condition | n | AUROC | incoherent scored > 50 | coherent scored > 50 |",
-            "|---|---|---|---|---|",
-            *[f"| {g} | {m['n']} | {fmt(m['auroc'])} | {frac(m['incoherent_scored_gt_50'])} | {frac(m['coherent_scored_gt_50'])} |"
-              for g, m in e["per_group"].items()],
-        ]
-        return lines + ([""] + [f"- {x}" for x in s["notes"]] if s.get("notes") else [])
     cv, nh = s["cross_validated"], s["without_hand_labels"]
     mapping = ", ".join(f"{k} -> {v:.0f}" for k, v in s["mapping"].items())
     lines = [
