@@ -255,6 +255,24 @@ def _mistral_estimate(rows) -> str:
     return "about half"
 
 
+def _ci_md(ci: dict | None) -> str:
+    """`` [low, high] 95% CI over G questions`` in percent, or nothing for older cards."""
+    if not ci or ci.get("low") is None:
+        return ""
+    return f" [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}] (95% CI, clustered over {ci['n_clusters']} questions)"
+
+
+def _one_partner_md(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    worst = "; ".join(f"{r['question'][:40]!r} answers read as answers to {r['partner'][:40]!r}: "
+                      f"{r['scored_ge_50']}/{r['n']} scored >= 50" for r in d["worst_pairs"])
+    return [f"  - other_question, one partner per question (the layout of the v3/v4 cards before this one): "
+            f"{100 * d['share_below_50']:.1f}% of {d['n']}{_ci_md(d['ci'])}. With {d['pairs']} question pairs the"
+            f" figure is a draw of pairs, and a few related pairs dominate it ({worst}); every answer above gets a"
+            " partner of its own instead."]
+
+
 def write_card_md(card: dict, path: Path) -> None:
     """The short human-readable card (``JUDGE_CARD.md``) from ``judge_card.json``."""
     h, td, sh, co = card["held_out"], card["training_data"], card["share"], card["coherence"]
@@ -315,8 +333,10 @@ def write_card_md(card: dict, path: Path) -> None:
         "## Coherence",
         f"- Held-out answers made incoherent by construction, share scored coherent < 50 (without the incoherent"
         " training rows in brackets):",
-        *[f"  - {k}: {100 * v['share_below_50']:.1f}% of {v['n']} ({100 * v['share_below_50_without_augmentation']:.1f}%)"
+        *[f"  - {k}: {100 * v['share_below_50']:.1f}% of {v['n']}{_ci_md(v.get('ci'))}"
+          f" ({100 * v['share_below_50_without_augmentation']:.1f}%)"
           for k, v in co["held_out_incoherent_below_50"].items()],
+        *_one_partner_md(co.get("other_question_one_partner_per_question")),
         f"- Held-out real answers, AUROC for gpt-4o coherent > 50: {fmt(co['held_out_real_auroc_coherent_gt_50'])}"
         f" ({fmt(co['held_out_real_auroc_coherent_gt_50_without_augmentation'])} without the incoherent rows);"
         f" MAE {co['held_out_real_mae_coherent']:.1f} points; coherent answers scored < 50:"
@@ -598,6 +618,27 @@ def hand_label_metrics(scores: np.ndarray, hand) -> dict:
     return {**one(np.ones(len(lab), bool)), "per_group": {g: one(groups == g) for g in sorted(set(groups))}}
 
 
+def below_50_ci(scores, questions) -> dict:
+    """95% CI of the share of ``scores`` < 50, clustered by the (original) question
+    (``eval.stats.share_ci``): answers to one question are not independent."""
+    from em_interp.eval.stats import share_ci
+
+    return share_ci(np.asarray(scores) < 50, list(questions)).to_dict()
+
+
+def one_partner_md_dict(scores, questions, partners, worst: int = 3) -> dict:
+    """The other-question figure with one partner per question (the v3/v4 card's layout): its
+    share, CI clustered by question, and the pairs that pass most often as coherent."""
+    scores, q, p = np.asarray(scores), list(questions), list(partners)
+    pairs: dict[tuple[str, str], list[float]] = {}
+    for a, b, c in zip(q, p, scores):
+        pairs.setdefault((a, b), []).append(float(c))
+    rows = sorted(({"question": a, "partner": b, "n": len(v), "scored_ge_50": int(sum(x >= 50 for x in v))}
+                   for (a, b), v in pairs.items()), key=lambda r: -r["scored_ge_50"])
+    return {"n": int(len(scores)), "pairs": len(pairs), "share_below_50": float((scores < 50).mean()),
+            "ci": below_50_ci(scores, q), "worst_pairs": rows[:worst]}
+
+
 def within_target(true: float, est: float) -> bool:
     """The issue's target: |error| <= 2 points or <= 25% relative."""
     return abs(est - true) <= 0.02 or (true > 0 and abs(est - true) / true <= 0.25)
@@ -630,7 +671,7 @@ def refresh_share_table(out: Path, judged: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judged", type=Path, default=Path(__file__).resolve().parents[5] / ".." / "shared" / "judged")
+    ap.add_argument("--judged", type=Path, default=REPO_ROOT.parent / "shared" / "judged")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--cap-per-model", type=int, default=250)
     ap.add_argument("--max-train-rows", type=int, default=0, help="random subsample of training rows (0 = all)")
@@ -738,13 +779,19 @@ def main(argv: list[str] | None = None) -> int:
     sh = long.iloc[rng.permutation(len(long))[:args.n_shuffled_test]]
     sh_ans = [shuffle_words(a, 10_000 + i) for i, a in enumerate(sh.answer)]
     X_sh = norm(build_features(sh.question.tolist(), sh_ans, ["gpt-4o"] * len(sh), embedder))
-    mm_q = mismatch_questions(held.question.tolist(), args.seed + 1)
+    # every held-out answer meets its own partner question (per row): one partner per question
+    # made the figure a draw of ~34 question pairs (kept below as ``one_partner_per_question``)
+    mm_q = mismatch_questions(held.question.tolist(), args.seed + 1, per_row=True)
     X_mm = norm(build_features(mm_q, held.answer.tolist(), ["gpt-4o"] * len(held), embedder))
+    mm_q1 = mismatch_questions(held.question.tolist(), args.seed + 1)
+    X_mm1 = norm(build_features(mm_q1, held.answer.tolist(), ["gpt-4o"] * len(held), embedder))
     X_hot = norm(build_features([r["question"] for r in hot_test], [r["answer"] for r in hot_test],
                                 ["gpt-4o"] * len(hot_test), embedder)) if hot_test else np.zeros((0, X.shape[1]))
     plain = _make(args.coherent_head, False, args.seed).fit(Xs[real], co[real] / 100.0)  # without the incoherent rows
     co_true = h_co > 50
     sets = (("shuffled_words", X_sh), ("other_question", X_mm), ("temperature_2_smollm2", X_hot))
+    set_questions = {"shuffled_words": sh.question.tolist(), "other_question": held.question.tolist(),
+                     "temperature_2_smollm2": [r["question"] for r in hot_test]}
     small = None
     if hand is not None:  # before/after on small-model text: hand labels, cross-validated by condition
         mask_co = heads["coherent"][0]
@@ -768,8 +815,10 @@ def main(argv: list[str] | None = None) -> int:
         "incoherent_target": INCOHERENT_TARGET,
         "held_out_incoherent_below_50": {
             name: {"n": int(len(M)), "share_below_50": float((pred_co(M) < 50).mean()),
+                   "ci": below_50_ci(pred_co(M), set_questions[name]),
                    "share_below_50_without_augmentation": float((np.clip(plain.predict(M) * 100, 0, 100) < 50).mean())}
             for name, M in sets if len(M)},
+        "other_question_one_partner_per_question": one_partner_md_dict(pred_co(X_mm1), held.question.tolist(), mm_q1),
         "held_out_real_auroc_coherent_gt_50": _auroc(co_true, pred_co(Xhs)),
         "held_out_real_auroc_coherent_gt_50_without_augmentation": _auroc(co_true, plain.predict(Xhs)),
         "held_out_real_mae_coherent": float(mean_absolute_error(h_co, pred_co(Xhs))),

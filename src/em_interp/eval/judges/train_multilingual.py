@@ -135,7 +135,7 @@ def write_card_md(card: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judged", type=Path, default=Path(__file__).resolve().parents[5] / ".." / "shared" / "judged")
+    ap.add_argument("--judged", type=Path, default=T.REPO_ROOT.parent / "shared" / "judged")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--cap-per-model", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
