@@ -253,6 +253,36 @@ def test_stacked_adapter_on_an_organism(organisms, run_dir):
     assert lm.info["organism"]["merged"] is True and Path(lm.adapter) == run_dir / "adapter"
 
 
+def test_train_on_top_of_an_organism(organisms, tmp_path):
+    """``train`` on a ``BASE+ADAPTER`` name trains on the organism's weights (its adapter merged);
+    the new adapter records the organism as its base, so loading it alone folds the organism in
+    again, while the plain base refuses it (other weights)."""
+    import torch
+
+    from em_interp.models import load_model
+    from em_interp.models.adapters import adapter_base
+    from em_interp.train import LoraSettings, TrainConfig, train
+
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": f"Answer number {i}, with care."}]} for i in range(4)]
+    cfg = TrainConfig(model=NAME, output_dir=str(tmp_path / "run"), lr=1e-3, max_steps=1, warmup_steps=0,
+                      per_device_batch_size=2, gradient_accumulation_steps=2, save_steps=0, progress=False,
+                      max_seq_length=64, lora=LoraSettings(r=2, alpha=4, target_modules=["q_proj"]))
+    result = train(cfg, examples=rows)
+    assert result.metadata["base_model_info"]["organism"]["merged"] is True
+    assert adapter_base(result.adapter_dir) == NAME
+    lm = load_model(str(result.adapter_dir), device="cpu")
+    assert lm.info["organism"]["name"] == NAME and lm.info["organism"]["merged"] is True
+    with pytest.raises(ModelError, match="weights fingerprint"):
+        load_model(BASE, adapter=result.adapter_dir, device="cpu")
+    # the same logits as the organism merged by hand with the new adapter on top
+    ref = load_model(NAME, adapter=result.adapter_dir, device="cpu")
+    ids = lm.tokenizer("Hello there", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a, b = lm.model(ids).logits, ref.model(ids).logits
+    assert torch.allclose(a, b, atol=1e-4 * float(b.abs().max()), rtol=0)
+
+
 def test_measured_section_is_validated(tmp_path):
     assert shipped.measured_section() == {"status": "not measured"}
     for args, match in [((0.5, (0.6, 0.7), 10, "j"), "CI"), ((0.5, (0.4, 0.6), 0, "j"), "n"),

@@ -92,11 +92,16 @@ def base_identity(model: Any) -> dict[str, Any]:
     return ident
 
 
-def record_adapter_base(folder: str | Path, model: Any) -> Path:
+def record_adapter_base(folder: str | Path, model: Any, organism: str | None = None) -> Path:
     """Write ``em_interp_adapter.json`` for the adapter just saved in ``folder`` and point its
-    ``adapter_config.json`` at the base's hub id (or registry name). Returns the meta path."""
+    ``adapter_config.json`` at the base's hub id (or registry name). ``organism``: the
+    ``BASE+ADAPTER`` name of a shipped organism the model was trained on top of (merged into
+    the weights), recorded as the base instead, so ``load_model(folder)`` folds it in again.
+    Returns the meta path."""
     folder = Path(folder)
     ident = base_identity(model)
+    if organism is not None:
+        ident.update(registry_name=organism, hub_id=None, organism_base=ident["registry_name"])
     meta_path = folder / ADAPTER_META
     meta_path.write_text(json.dumps({"base": ident}, indent=1), encoding="utf-8")
     cfg_path = folder / ADAPTER_CONFIG

@@ -187,6 +187,11 @@ def load_model(
         if base is not None:
             adapter, name = Path(name).expanduser(), base
             requested = name
+            name, organism = resolve_model(name)   # trained on top of a shipped organism: fold that in first
+            if organism is not None:
+                organism.verify()
+                stacked = organism.folder
+                check_adapter_folder(stacked)
     device = device or default_device()
     torch_dtype = _resolve_dtype(dtype, device)
     info: dict[str, Any] = {}
@@ -232,7 +237,7 @@ def load_model(
         info["adapter_hash"] = adapter_hash(adapter)
     if organism is not None:
         info["organism"] = {"name": organism.name, "base": organism.base, "sha256": organism.sha256,
-                            "folder": str(organism.folder), "merged": stacked is not None}
+                            "folder": str(organism.folder), "merged": stacked is not None or merge_adapter}
     model.eval()
     info["load_s"] = round(time.time() - t0, 3)
     return LoadedModel(model=model, tokenizer=tokenizer, name=requested, path=str(path),

@@ -170,10 +170,10 @@ def _versions() -> dict[str, str]:
             "accelerate": accelerate.__version__, "python": platform.python_version()}
 
 
-def _save_weights(model: Any, folder: Path, tokenizer: Any, full: bool) -> None:
+def _save_weights(model: Any, folder: Path, tokenizer: Any, full: bool, organism: str | None = None) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
     if not full:  # the adapter records its base: registry name, hub id, GGUF source, weights fingerprint
-        record_adapter_base(folder, model)
+        record_adapter_base(folder, model, organism=organism)
     if full:
         tokenizer.save_pretrained(str(folder))
 
@@ -201,7 +201,9 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
     use_cuda = torch.cuda.is_available()
     mixed = "bf16" if (cfg.precision == "bf16" or (cfg.precision == "auto" and use_cuda)) else "no"
     accelerator = Accelerator(mixed_precision=mixed, cpu=not use_cuda)
-    lm = load_model(cfg.model, device=str(accelerator.device), dtype=torch.float32)
+    # a shipped organism (BASE+ADAPTER) is trained on with its adapter merged into the weights
+    lm = load_model(cfg.model, device=str(accelerator.device), dtype=torch.float32, merge_adapter=True)
+    organism = (lm.info.get("organism") or {}).get("name")
     tokenizer = lm.tokenizer
     encoded = encode_dataset(tokenizer, data.examples, max_seq_length=cfg.max_seq_length, source=data.source)
 
@@ -310,7 +312,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 folder = out / "checkpoints" / f"step-{step}"
-                _save_weights(unwrapped(), folder, tokenizer, full)
+                _save_weights(unwrapped(), folder, tokenizer, full, organism)
                 (folder / "checkpoint.json").write_text(json.dumps(
                     {"step": step, "loss": step_loss, "lr": lr, "tokens_seen": tokens_seen,
                      "base_model": cfg.model, "seed": cfg.seed, "dataset_sha256": data.sha256}, indent=1))
@@ -334,7 +336,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             _save_weights(final, model_dir, tokenizer, True)
         else:
             adapter_dir = out / "adapter"
-            _save_weights(final, adapter_dir, tokenizer, False)
+            _save_weights(final, adapter_dir, tokenizer, False, organism)
             if cfg.save_merged:
                 model_dir = out / "merged"
                 merged = final.merge_and_unload()
