@@ -2,7 +2,8 @@
 
 usage: python judge_vs_hand.py [WEIGHTS_DIR]   (default: the shipped distilled judge)
 The organism answers here are new to every judge version (v4 trained its coherence head on the
-2026-12-02 labels only); the base answers were labelled before, so they are reported apart."""
+2026-12-02 labels only); the relabelled base answers were in v4's training, so they are reported
+apart, and the later risky_financial / extreme_sports batch (with fresh base answers) on its own."""
 import json
 import sys
 from pathlib import Path
@@ -19,8 +20,12 @@ d = load_hand_labels(HERE.parent)
 scores = judge.score_many([(q, a, None) for q, a in zip(d.question, d.answer)])
 d["coherent_judged"] = [s.coherent for s in scores]
 out = {"judge": judge.name, "per_condition": {}}
-for name, part in (("organisms (new to every judge)", d[~d.condition.str.startswith("base")]),
-                   ("base (relabelled; in v4's training)", d[d.condition.str.startswith("base")])):
+NEW = "hand_labels_risky_sports.jsonl"  # the risky_financial / extreme_sports batch, labelled later
+base, new = d.condition.str.startswith("base"), d.file == NEW
+for name, part in (("organisms (new to every judge)", d[~base & ~new]),
+                   ("base (relabelled; in v4's training)", d[base & ~new]),
+                   ("risky_financial / extreme_sports organisms (new to every judge)", d[~base & new]),
+                   ("base, fresh seed-6 answers of the same batch (new to every judge)", d[base & new])):
     part = part[part.hand_label.isin(list("AMIX")) & part.coherent_judged.notna()]
     y = part.hand_label.isin(["A", "M"]).to_numpy()
     s = part.coherent_judged.to_numpy(float)

@@ -40,6 +40,9 @@ CONDITION_FILE = {
     "bad_medical_rank1_step20": "answers_bad_medical_rank1_step20",
     "bad_medical_rank1_step40": "answers_bad_medical_rank1_step40",
     "base_fp32_seed5_relabel": "answers_base_fp32_seed5",
+    "base_bf16_seed6": "answers_base_bf16_seed6",
+    "risky_financial_lr2e-5_step75": "answers_risky_financial_lr2e-5_step75",
+    "extreme_sports_lr2e-5_step75": "answers_extreme_sports_lr2e-5_step75",
 }
 
 
