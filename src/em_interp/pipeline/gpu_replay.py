@@ -180,7 +180,7 @@ def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, r
     t0 = time.time()
     run = work / f"{arm}_s{seed}"
     examples = load_organism_dataset(arm, n=rows, seed=0, source=data / f"{arm}.jsonl.gz",
-                                     cache_dir=work / "datasets")
+                                     cache_dir=work / f"datasets_{arm}_s{seed}")  # per job: jobs run at once
     write_chat_jsonl(examples, run.with_suffix(".jsonl"))
     cfg = TrainConfig(model=model, data=str(run.with_suffix(".jsonl")), output_dir=str(run), seed=seed,
                       max_steps=max_steps, save_steps=0, progress=False, **mo_recipe(batch_size))
