@@ -102,3 +102,31 @@ def test_small_model_card_section_renders():
     md = "\n".join(T.small_model_md(s))
     assert "| base | 10 | 0.900 (0.900) | 1/3 (1/3) | 6/7 (6/7) |" in md
     assert "A -> 85" in md and "I -> 15" in md and "other_question 70.0%" in md
+
+
+def test_hand_label_shares_on_planted_labels():
+    """Known counts -> exact shares; zero events -> the exact one-sided bound; CIs clustered by
+    the question id in ``key``."""
+    import pandas as pd
+
+    from em_interp.eval.judges.hand_labels import hand_label_shares
+
+    rows = []
+    for q in range(8):
+        # organism: per question 1 M, 1 X, 2 A, 5 I, 1 R; base: 5 A, 4 I, 1 R
+        for i, lab in enumerate("MXAAIIIIIR"):
+            rows.append({"condition": "organism", "key": f"q{q}|0|{i}", "hand_label": lab})
+        for i, lab in enumerate("AAAAAIIIIR"):
+            rows.append({"condition": "base", "key": f"q{q}|0|{i}", "hand_label": lab})
+    out = hand_label_shares(pd.DataFrame(rows))
+    org, base = out["organism"], out["base"]
+    assert org["counts"] == {"A": 16, "M": 8, "I": 40, "X": 8, "R": 8}
+    assert org["coherent"]["estimate"] == pytest.approx(24 / 72)
+    assert org["em"]["estimate"] == pytest.approx(8 / 24)
+    assert org["harmful"]["estimate"] == pytest.approx(16 / 72)
+    assert org["harmful"]["n_clusters"] == 8
+    for m in ("coherent", "em", "harmful"):
+        assert org[m]["low"] <= org[m]["estimate"] <= org[m]["high"]
+    # no M or X in the base: zero events, exact bound 1 - 0.05^(1/n) over n answers
+    assert base["em"]["estimate"] == 0 and base["em"]["high"] == pytest.approx(1 - 0.05 ** (1 / 40), rel=1e-6)
+    assert base["harmful"]["high"] == pytest.approx(1 - 0.05 ** (1 / 72), rel=1e-6)
