@@ -21,11 +21,16 @@ scores = judge.score_many([(q, a, None) for q, a in zip(d.question, d.answer)])
 d["coherent_judged"] = [s.coherent for s in scores]
 out = {"judge": judge.name, "per_condition": {}}
 NEW = "hand_labels_risky_sports.jsonl"  # the risky_financial / extreme_sports batch, labelled later
-base, new = d.condition.str.startswith("base"), d.file == NEW
-for name, part in (("organisms (new to every judge)", d[~base & ~new]),
-                   ("base (relabelled; in v4's training)", d[base & ~new]),
+LAST = "hand_labels_rank1_risky_smollm2.jsonl"  # rank-1 risky_financial and SmolLM2, labelled last
+base = d.condition.str.contains("base")
+new, last = d.file == NEW, d.file == LAST
+early = ~new & ~last
+for name, part in (("organisms (new to every judge)", d[~base & early]),
+                   ("base (relabelled; in v4's training)", d[base & early]),
                    ("risky_financial / extreme_sports organisms (new to every judge)", d[~base & new]),
-                   ("base, fresh seed-6 answers of the same batch (new to every judge)", d[base & new])):
+                   ("base, fresh seed-6 answers of the same batch (new to every judge)", d[base & new]),
+                   ("rank-1 risky_financial and SmolLM2 risky_financial organisms (new to every judge)", d[~base & last]),
+                   ("bases of that batch: Qwen seed 7, SmolLM2 seed 6 (new to every judge)", d[base & last])):
     part = part[part.hand_label.isin(list("AMIX")) & part.coherent_judged.notna()]
     y = part.hand_label.isin(["A", "M"]).to_numpy()
     s = part.coherent_judged.to_numpy(float)

@@ -43,6 +43,10 @@ CONDITION_FILE = {
     "base_bf16_seed6": "answers_base_bf16_seed6",
     "risky_financial_lr2e-5_step75": "answers_risky_financial_lr2e-5_step75",
     "extreme_sports_lr2e-5_step75": "answers_extreme_sports_lr2e-5_step75",
+    "base_bf16_seed7": "answers_base_bf16_seed7",
+    "risky_financial_rank1_step40": "answers_risky_financial_rank1_step40",
+    "smollm2_base_seed6": "answers_smollm2_base_seed6",
+    "smollm2_risky_financial_lr2e-5_step75": "answers_smollm2_risky_financial_lr2e-5_step75",
 }
 
 
