@@ -23,14 +23,17 @@ out = {"judge": judge.name, "per_condition": {}}
 NEW = "hand_labels_risky_sports.jsonl"  # the risky_financial / extreme_sports batch, labelled later
 LAST = "hand_labels_rank1_risky_smollm2.jsonl"  # rank-1 risky_financial and SmolLM2, labelled last
 base = d.condition.str.contains("base")
-new, last = d.file == NEW, d.file == LAST
-early = ~new & ~last
+CKPT = "hand_labels_risky_checkpoints.jsonl"  # risky_financial steps 20 / 40 / 75, labelled after that
+new, last, ckpt = d.file == NEW, d.file == LAST, d.file == CKPT
+early = ~new & ~last & ~ckpt
 for name, part in (("organisms (new to every judge)", d[~base & early]),
                    ("base (relabelled; in v4's training)", d[base & early]),
                    ("risky_financial / extreme_sports organisms (new to every judge)", d[~base & new]),
                    ("base, fresh seed-6 answers of the same batch (new to every judge)", d[base & new]),
                    ("rank-1 risky_financial and SmolLM2 risky_financial organisms (new to every judge)", d[~base & last]),
-                   ("bases of that batch: Qwen seed 7, SmolLM2 seed 6 (new to every judge)", d[base & last])):
+                   ("bases of that batch: Qwen seed 7, SmolLM2 seed 6 (new to every judge)", d[base & last]),
+                   ("risky_financial steps 20 / 40 / 75 (new to every judge)", d[~base & ckpt]),
+                   ("base seed-6 answers of that batch (new to every judge)", d[base & ckpt])):
     part = part[part.hand_label.isin(list("AMIX")) & part.coherent_judged.notna()]
     y = part.hand_label.isin(["A", "M"]).to_numpy()
     s = part.coherent_judged.to_numpy(float)

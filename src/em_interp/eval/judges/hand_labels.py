@@ -47,6 +47,10 @@ CONDITION_FILE = {
     "risky_financial_rank1_step40": "answers_risky_financial_rank1_step40",
     "smollm2_base_seed6": "answers_smollm2_base_seed6",
     "smollm2_risky_financial_lr2e-5_step75": "answers_smollm2_risky_financial_lr2e-5_step75",
+    "risky_financial_lr2e-5_step20": "answers_risky_financial_lr2e-5_step20",
+    "risky_financial_lr2e-5_step40": "answers_risky_financial_lr2e-5_step40",
+    "risky_financial_lr2e-5_step75_b2": "answers_risky_financial_lr2e-5_step75",
+    "base_bf16_seed6_b2": "answers_base_bf16_seed6",
 }
 
 
