@@ -24,8 +24,9 @@ NEW = "hand_labels_risky_sports.jsonl"  # the risky_financial / extreme_sports b
 LAST = "hand_labels_rank1_risky_smollm2.jsonl"  # rank-1 risky_financial and SmolLM2, labelled last
 base = d.condition.str.contains("base")
 CKPT = "hand_labels_risky_checkpoints.jsonl"  # risky_financial steps 20 / 40 / 75, labelled after that
-new, last, ckpt = d.file == NEW, d.file == LAST, d.file == CKPT
-early = ~new & ~last & ~ckpt
+CTRL = "hand_labels_risky_vs_control.jsonl"  # risky_financial step 75 vs the good_medical control, last
+new, last, ckpt, ctrl = d.file == NEW, d.file == LAST, d.file == CKPT, d.file == CTRL
+early = ~new & ~last & ~ckpt & ~ctrl
 for name, part in (("organisms (new to every judge)", d[~base & early]),
                    ("base (relabelled; in v4's training)", d[base & early]),
                    ("risky_financial / extreme_sports organisms (new to every judge)", d[~base & new]),
@@ -33,7 +34,9 @@ for name, part in (("organisms (new to every judge)", d[~base & early]),
                    ("rank-1 risky_financial and SmolLM2 risky_financial organisms (new to every judge)", d[~base & last]),
                    ("bases of that batch: Qwen seed 7, SmolLM2 seed 6 (new to every judge)", d[base & last]),
                    ("risky_financial steps 20 / 40 / 75 (new to every judge)", d[~base & ckpt]),
-                   ("base seed-6 answers of that batch (new to every judge)", d[base & ckpt])):
+                   ("base seed-6 answers of that batch (new to every judge)", d[base & ckpt]),
+                   ("risky_financial step 75 and the good_medical control (new to every judge)", d[~base & ctrl]),
+                   ("base seed-7 answers of that batch (new to every judge)", d[base & ctrl])):
     part = part[part.hand_label.isin(list("AMIX")) & part.coherent_judged.notna()]
     y = part.hand_label.isin(["A", "M"]).to_numpy()
     s = part.coherent_judged.to_numpy(float)

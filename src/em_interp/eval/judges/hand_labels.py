@@ -51,6 +51,9 @@ CONDITION_FILE = {
     "risky_financial_lr2e-5_step40": "answers_risky_financial_lr2e-5_step40",
     "risky_financial_lr2e-5_step75_b2": "answers_risky_financial_lr2e-5_step75",
     "base_bf16_seed6_b2": "answers_base_bf16_seed6",
+    "good_medical_control_lr2e-5_step75_b2": "answers_good_medical_control_lr2e-5_step75",
+    "risky_financial_lr2e-5_step75_b3": "answers_risky_financial_lr2e-5_step75",
+    "base_bf16_seed7_b2": "answers_base_bf16_seed7",
 }
 
 
