@@ -172,6 +172,14 @@ def load_model(
     t0 = time.time()
     requested = str(name_or_path)
     name, organism = resolve_model(requested)   # BASE+ADAPTER: a shipped organism (sha256-checked below)
+    if organism is None and adapter is None and Path(name).expanduser().is_dir():
+        from em_interp.models.adapters import adapter_base
+
+        base = adapter_base(Path(name).expanduser())   # an adapter folder: load its recorded base with it
+        if base is not None:
+            adapter, name = Path(name).expanduser(), base
+            requested = name
+            name, organism = resolve_model(name)   # trained on top of a shipped organism: folded in below
     stacked = None                               # an organism's adapter, folded in below an extra adapter
     if organism is not None:
         organism.verify()                        # before the (slow) base load
@@ -180,18 +188,6 @@ def load_model(
         else:
             stacked = organism.folder
             check_adapter_folder(stacked)
-    elif adapter is None and Path(name).expanduser().is_dir():
-        from em_interp.models.adapters import adapter_base
-
-        base = adapter_base(Path(name).expanduser())   # an adapter folder: load its recorded base with it
-        if base is not None:
-            adapter, name = Path(name).expanduser(), base
-            requested = name
-            name, organism = resolve_model(name)   # trained on top of a shipped organism: fold that in first
-            if organism is not None:
-                organism.verify()
-                stacked = organism.folder
-                check_adapter_folder(stacked)
     device = device or default_device()
     torch_dtype = _resolve_dtype(dtype, device)
     info: dict[str, Any] = {}

@@ -10,7 +10,7 @@ one call each, and the last call trains and samples:
    stay out of git, see its PROVENANCE.md), the first-plot questions, and ``plan.json``. It
    prints the device calls, in order (also in ``.replay/calls.json``).
 2. there, one call per piece, while the machine stays warm:
-   ``python3 -m em_interp.pipeline.gpu_replay receive .replay/wNN`` (stdlib only) checks the
+   ``python3 -m em_interp.pipeline.gpu_replay receive .replay/wNN`` (no model code) checks the
    piece's sha256 and copies it to ``$EM_REPLAY_DIR`` (default ``/tmp/em_replay``, outside
    the tree, so it survives the next call's copy).
 3. there, the last call: ``... run --out $OUT`` joins the pieces, checks the whole GGUF's
@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from em_interp.hashing import sha256_file
+
 PIECE_MIB = 54          # + the ~7 MiB working tree stays under the device's 64 MiB per call
 PLAN = "plan.json"
 ARMS = ("bad_medical_advice", "risky_financial_advice", "extreme_sports", "good_medical_advice")
@@ -58,14 +60,6 @@ def mo_recipe(batch_size: int) -> dict:
         raise SystemExit(f"--batch-size {batch_size} does not divide the recipe's effective batch {effective}")
     over.pop("save_steps", None)
     return dict(over, per_device_batch_size=batch_size, gradient_accumulation_steps=effective // batch_size)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stage_dir() -> Path:
@@ -119,7 +113,7 @@ def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int
     return calls
 
 
-# ---------------------------------------------------------------- there: receive (stdlib only)
+# ---------------------------------------------------------------- there: receive (no model code)
 
 def receive(piece: Path, plan_path: Path | None = None) -> Path:
     """Check one piece against plan.json and copy it into ``stage_dir()``."""
@@ -127,7 +121,7 @@ def receive(piece: Path, plan_path: Path | None = None) -> Path:
     want = {p["file"]: p for p in plan["pieces"]}
     if piece.name not in want:
         raise SystemExit(f"{piece}: not a piece of {plan['gguf_filename']}")
-    got = _sha256(piece)
+    got = sha256_file(piece)
     if got != want[piece.name]["sha256"]:
         raise SystemExit(f"{piece}: sha256 {got[:12]}… != plan {want[piece.name]['sha256'][:12]}… (resend it)")
     dest = stage_dir()
@@ -142,28 +136,25 @@ def receive(piece: Path, plan_path: Path | None = None) -> Path:
 # ---------------------------------------------------------------- there: run
 
 def assemble(plan: dict) -> Path:
-    """Join the received pieces into the registry's cache and convert them (``models pull``)."""
-    from em_interp.models.provision import cache_root, convert, converted_dir, is_converted
+    """Join the received pieces into the registry's cache and convert them, as ``models pull``
+    does (``provision.assemble_gguf``: temp file + rename, sha256 checked against the registry)."""
+    from em_interp.errors import ModelError
+    from em_interp.models.provision import assemble_gguf, convert, converted_dir, is_converted
     from em_interp.models.registry import get_spec
 
     model = plan["model"]
     if is_converted(model):
         return converted_dir(model)
     src = stage_dir()
-    gguf = cache_root() / "gguf" / plan["gguf_filename"]
-    gguf.parent.mkdir(parents=True, exist_ok=True)
     missing = [p["file"] for p in plan["pieces"] if not (src / p["file"]).is_file()]
     if missing:
         raise SystemExit(f"{src}: pieces {missing} were never received; send them first")
-    with open(gguf, "wb") as dst:
-        for p in plan["pieces"]:
-            with open(src / p["file"], "rb") as f:
-                shutil.copyfileobj(f, dst, 1 << 22)
-    got = _sha256(gguf)
-    if got != plan["gguf_sha256"]:
-        gguf.unlink()
-        raise SystemExit(f"assembled {gguf.name}: sha256 {got[:12]}… != {plan['gguf_sha256'][:12]}…")
-    return convert(get_spec(model), gguf, converted_dir(model))
+    spec = get_spec(model)
+    try:
+        gguf = assemble_gguf(spec, [src / p["file"] for p in plan["pieces"]])
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None
+    return convert(spec, gguf, converted_dir(model))
 
 
 def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, rows: int | None,

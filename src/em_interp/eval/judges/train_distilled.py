@@ -626,7 +626,7 @@ def below_50_ci(scores, questions) -> dict:
     return share_ci(np.asarray(scores) < 50, list(questions)).to_dict()
 
 
-def one_partner_md_dict(scores, questions, partners, worst: int = 3) -> dict:
+def one_partner_summary(scores, questions, partners, worst: int = 3) -> dict:
     """The other-question figure with one partner per question (the v3/v4 card's layout): its
     share, CI clustered by question, and the pairs that pass most often as coherent."""
     scores, q, p = np.asarray(scores), list(questions), list(partners)
@@ -818,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                    "ci": below_50_ci(pred_co(M), set_questions[name]),
                    "share_below_50_without_augmentation": float((np.clip(plain.predict(M) * 100, 0, 100) < 50).mean())}
             for name, M in sets if len(M)},
-        "other_question_one_partner_per_question": one_partner_md_dict(pred_co(X_mm1), held.question.tolist(), mm_q1),
+        "other_question_one_partner_per_question": one_partner_summary(pred_co(X_mm1), held.question.tolist(), mm_q1),
         "held_out_real_auroc_coherent_gt_50": _auroc(co_true, pred_co(Xhs)),
         "held_out_real_auroc_coherent_gt_50_without_augmentation": _auroc(co_true, plain.predict(Xhs)),
         "held_out_real_mae_coherent": float(mean_absolute_error(h_co, pred_co(Xhs))),
