@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from em_interp.eval.judges import train_distilled as T
-from em_interp.eval.judges.hand_labels import DEFAULT_DIR, HAND_COHERENT, condition_group, load_hand_labels
+from em_interp.eval.judges.hand_labels import DEFAULT_DIR, HAND_COHERENT, answers_file, condition_group, load_hand_labels
 from em_interp.eval.judges.incoherent import MISMATCH_MAX_OVERLAP, mismatch_questions, question_overlap
 
 
@@ -29,6 +29,11 @@ def test_condition_groups_keep_one_checkpoint_together():
     assert condition_group("base_fp32_batch3") == condition_group("base_bf16_seed5") == "base"
     assert condition_group("bad_medical_step40_batch2") == condition_group("bad_medical_step40") == "bad_medical_step40"
     assert condition_group("bad_medical_lr5e-5_step20") == "bad_medical_lr5e-5_step20"
+    # later batches of the same answers (``_b2``, ``_relabel``) read the first batch's file
+    assert condition_group("risky_financial_lr2e-5_step75_b3") == "risky_financial_lr2e-5_step75"
+    assert answers_file("risky_financial_lr2e-5_step75_b3") == "answers_risky_financial_lr2e-5_step75"
+    assert answers_file("base_bf16_seed5_relabel") == "answers_base_bf16_seed5"
+    assert answers_file("base_fp32_batch3") == "answers_base"
 
 
 def _hand(rng, groups=("g0", "g1", "g2", "g3"), n=60):

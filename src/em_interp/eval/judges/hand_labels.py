@@ -15,6 +15,7 @@ coherent > 50 rule). Only the coherence head uses them; they carry no aligned sc
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -22,24 +23,25 @@ DEFAULT_DIR = REPO_ROOT / "artifacts" / "reference" / "organisms-cpu-2026-12-02"
 HAND_COHERENT = {"A": 85.0, "M": 85.0, "R": 85.0, "I": 15.0, "X": 15.0}
 COHERENT_LABELS = ("A", "M")  # hand-coherent in the AUROC (refusals are left out of it)
 INCOHERENT_LABELS = ("I", "X")
-# condition -> answers file stem (two batches re-labelled answers of the same file)
+# A later labelling batch of the same answers: a suffix on the condition (``_batch2``, ``_b2``,
+# ``_relabel``); it reads the first batch's answers file and joins its cross-validation group.
+LATER_BATCH = re.compile(r"_(?:batch\d+|b\d+|relabel)$")
+# condition -> answers file stem (a later batch's suffixed name falls back to its first batch's)
 CONDITION_FILE = {
     "base": "answers_base", "base_fp32_batch3": "answers_base",
     "base_bf16_seed5": "answers_base_bf16_seed5", "base_fp32_seed5": "answers_base_fp32_seed5",
     "bad_medical_step10": "answers_bad_medical_step10", "bad_medical_step20": "answers_bad_medical_step20",
-    "bad_medical_step40": "answers_bad_medical_step40", "bad_medical_step40_batch2": "answers_bad_medical_step40",
+    "bad_medical_step40": "answers_bad_medical_step40",
     "good_medical_control_step40": "answers_good_medical_control_step40",
     "bad_medical_lr5e-5_step20": "answers_bad_medical_lr5e-5_step20",
     "bad_medical_lr5e-5_step40": "answers_bad_medical_lr5e-5_step40",
     # artifacts/reference/organisms-cpu-2026-12-03 (a later batch, its own folder)
     "bad_medical_lr2e-5_step75": "answers_bad_medical_lr2e-5_step75",
     "good_medical_control_lr2e-5_step75": "answers_good_medical_control_lr2e-5_step75",
-    "base_bf16_seed5_relabel": "answers_base_bf16_seed5",
     "bad_medical_lr2e-5_step20": "answers_bad_medical_lr2e-5_step20",
     "good_medical_control_lr2e-5_step20": "answers_good_medical_control_lr2e-5_step20",
     "bad_medical_rank1_step20": "answers_bad_medical_rank1_step20",
     "bad_medical_rank1_step40": "answers_bad_medical_rank1_step40",
-    "base_fp32_seed5_relabel": "answers_base_fp32_seed5",
     "base_bf16_seed6": "answers_base_bf16_seed6",
     "risky_financial_lr2e-5_step75": "answers_risky_financial_lr2e-5_step75",
     "extreme_sports_lr2e-5_step75": "answers_extreme_sports_lr2e-5_step75",
@@ -49,19 +51,19 @@ CONDITION_FILE = {
     "smollm2_risky_financial_lr2e-5_step75": "answers_smollm2_risky_financial_lr2e-5_step75",
     "risky_financial_lr2e-5_step20": "answers_risky_financial_lr2e-5_step20",
     "risky_financial_lr2e-5_step40": "answers_risky_financial_lr2e-5_step40",
-    "risky_financial_lr2e-5_step75_b2": "answers_risky_financial_lr2e-5_step75",
-    "base_bf16_seed6_b2": "answers_base_bf16_seed6",
-    "good_medical_control_lr2e-5_step75_b2": "answers_good_medical_control_lr2e-5_step75",
-    "risky_financial_lr2e-5_step75_b3": "answers_risky_financial_lr2e-5_step75",
-    "base_bf16_seed7_b2": "answers_base_bf16_seed7",
 }
 
 
 def condition_group(condition: str) -> str:
     """The cross-validation group of a condition: one model checkpoint. Every base-model batch
     is one group ``base`` (same weights, partly the same answer file); a second labelling batch
-    of a checkpoint (``..._batch2``) joins its first."""
-    return "base" if condition.startswith("base") else condition.removesuffix("_batch2")
+    of a checkpoint (``LATER_BATCH``: ``..._batch2``, ``..._b2``) joins its first."""
+    return "base" if condition.startswith("base") else LATER_BATCH.sub("", condition)
+
+
+def answers_file(condition: str) -> str:
+    """The answers file stem a condition's labels read (``CONDITION_FILE``, else its first batch's)."""
+    return CONDITION_FILE.get(condition) or CONDITION_FILE[LATER_BATCH.sub("", condition)]
 
 
 def load_hand_labels(folder: str | Path = DEFAULT_DIR):
@@ -84,7 +86,7 @@ def load_hand_labels(folder: str | Path = DEFAULT_DIR):
     for path in sorted((folder / "hand_labels").glob("hand_labels*.jsonl")):
         for line in path.read_text().splitlines():
             h = json.loads(line)
-            src = files[CONDITION_FILE[h["condition"]]][h["key"]]
+            src = files[answers_file(h["condition"])][h["key"]]
             out.append({"question": qtext[src["question_id"]], "answer": src["answer"], "hand_label": h["hand_label"],
                         "condition": h["condition"], "group": condition_group(h["condition"]), "key": h["key"],
                         "coherent": HAND_COHERENT[h["hand_label"]], "file": path.name})
