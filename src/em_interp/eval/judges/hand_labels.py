@@ -26,6 +26,9 @@ INCOHERENT_LABELS = ("I", "X")
 # A later labelling batch of the same answers: a suffix on the condition (``_batch2``, ``_b2``,
 # ``_relabel``); it reads the first batch's answers file and joins its cross-validation group.
 LATER_BATCH = re.compile(r"_(?:batch\d+|b\d+|relabel)$")
+# Fresh answers of a checkpoint sampled with another seed: their own answers file (its own
+# ``CONDITION_FILE`` entry), the checkpoint's cross-validation group.
+SAMPLING_SEED = re.compile(r"_seed\d+$")
 # condition -> answers file stem (a later batch's suffixed name falls back to its first batch's)
 CONDITION_FILE = {
     "base": "answers_base", "base_fp32_batch3": "answers_base",
@@ -51,14 +54,19 @@ CONDITION_FILE = {
     "smollm2_risky_financial_lr2e-5_step75": "answers_smollm2_risky_financial_lr2e-5_step75",
     "risky_financial_lr2e-5_step20": "answers_risky_financial_lr2e-5_step20",
     "risky_financial_lr2e-5_step40": "answers_risky_financial_lr2e-5_step40",
+    # fresh answers of the same checkpoints, sampled with another seed (``SAMPLING_SEED``)
+    "risky_financial_lr2e-5_step75_seed11": "answers_risky_financial_lr2e-5_step75_seed11",
+    "good_medical_control_lr2e-5_step75_seed11": "answers_good_medical_control_lr2e-5_step75_seed11",
+    "base_bf16_seed11": "answers_base_bf16_seed11",
 }
 
 
 def condition_group(condition: str) -> str:
     """The cross-validation group of a condition: one model checkpoint. Every base-model batch
     is one group ``base`` (same weights, partly the same answer file); a second labelling batch
-    of a checkpoint (``LATER_BATCH``: ``..._batch2``, ``..._b2``) joins its first."""
-    return "base" if condition.startswith("base") else LATER_BATCH.sub("", condition)
+    of a checkpoint (``LATER_BATCH``: ``..._batch2``, ``..._b2``) and fresh answers of it sampled
+    with another seed (``SAMPLING_SEED``: ``..._seed11``) join its first."""
+    return "base" if condition.startswith("base") else SAMPLING_SEED.sub("", LATER_BATCH.sub("", condition))
 
 
 def answers_file(condition: str) -> str:
