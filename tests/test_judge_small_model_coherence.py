@@ -34,6 +34,10 @@ def test_condition_groups_keep_one_checkpoint_together():
     assert answers_file("risky_financial_lr2e-5_step75_b3") == "answers_risky_financial_lr2e-5_step75"
     assert answers_file("base_bf16_seed5_relabel") == "answers_base_bf16_seed5"
     assert answers_file("base_fp32_batch3") == "answers_base"
+    # fresh answers of a checkpoint sampled with another seed: own file, the checkpoint's group
+    assert condition_group("risky_financial_lr2e-5_step75_seed11") == "risky_financial_lr2e-5_step75"
+    assert answers_file("risky_financial_lr2e-5_step75_seed11") == "answers_risky_financial_lr2e-5_step75_seed11"
+    assert answers_file("risky_financial_lr2e-5_step75_seed11") != answers_file("risky_financial_lr2e-5_step75")
 
 
 def _hand(rng, groups=("g0", "g1", "g2", "g3"), n=60):
