@@ -12,7 +12,8 @@ from em_interp.eval import load_judge
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS = {
-    "base": ["answers_base_bf16_seed6", "answers_base_bf16_seed7", "answers_base_bf16_seed11"],
+    "base": ["answers_base_bf16_seed6", "answers_base_bf16_seed7", "answers_base_bf16_seed11",
+             "answers_base_bf16_seed12"],
     "good_medical_control_step75": ["answers_good_medical_control_lr2e-5_step75",
                                     "answers_good_medical_control_lr2e-5_step75_seed11"],
     "risky_financial_step75": ["answers_risky_financial_lr2e-5_step75", "answers_risky_financial_lr2e-5_step75_seed11"],
