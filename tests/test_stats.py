@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from em_interp.eval import rules
-from em_interp.eval.stats import clustered_bootstrap_ci, share_ci
+from em_interp.eval.stats import clustered_bootstrap_ci, share_ci, stratified_exact_test
 
 N_SIM = 500
 BAND = 3 * math.sqrt(0.95 * 0.05 / N_SIM)  # 3 binomial SDs of an observed coverage around 0.95
@@ -109,3 +109,40 @@ def test_general_statistic_seeded_and_named():
     bca = clustered_bootstrap_ci(x, g, method="bca", n_boot=500)
     assert bca.low < bca.estimate < bca.high and bca.method.startswith("BCa")
     assert a.to_dict()["method"] == a.method and a.as_tuple() == (a.estimate, a.low, a.high)
+
+
+def test_stratified_exact_test_is_fisher_with_one_stratum():
+    from scipy.stats import fisher_exact
+
+    flags = [1] * 7 + [0] * 3 + [1] * 2 + [0] * 8
+    treated = [True] * 10 + [False] * 10
+    r = stratified_exact_test(flags, treated, ["q"] * 20)
+    assert r.events_treated == 7 and r.strata_used == 1
+    assert math.isclose(r.p_value, fisher_exact([[7, 3], [2, 8]], alternative="greater")[1], rel_tol=1e-9)
+    less = stratified_exact_test(flags, treated, ["q"] * 20, alternative="less")
+    assert math.isclose(less.p_value, fisher_exact([[7, 3], [2, 8]], alternative="less")[1], rel_tol=1e-9)
+
+
+def _two_arms(rng, effect: float, n_q: int = 8, m: int = 12):
+    """Per-question base rates that differ a lot between questions; the treated arm adds ``effect``."""
+    base = rng.uniform(0.0, 0.4, size=n_q)
+    flags, treated, strata = [], [], []
+    for q in range(n_q):
+        for arm, p in ((True, base[q] + effect), (False, base[q])):
+            k = rng.integers(2, m + 1)  # unequal, random arm sizes per question
+            flags += list(rng.random(k) < p)
+            treated += [arm] * k
+            strata += [q] * k
+    return flags, treated, strata
+
+
+def test_stratified_exact_test_holds_its_level_and_finds_a_planted_effect():
+    rng = np.random.default_rng(0)
+    null_p = [stratified_exact_test(*_two_arms(rng, 0.0)).p_value for _ in range(500)]
+    fpr = np.mean(np.array(null_p) < 0.05)
+    assert fpr <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 500)  # exact conditional test: at most nominal
+    power = np.mean([stratified_exact_test(*_two_arms(rng, 0.3)).p_value < 0.05 for _ in range(200)])
+    assert power > 0.8
+    # a stratum with one arm only carries no information and is left out
+    r = stratified_exact_test([1, 1, 0, 1], [True, True, True, False], ["a", "a", "b", "b"])
+    assert r.strata_used == 1 and r.events_treated == 0

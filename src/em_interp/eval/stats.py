@@ -229,3 +229,63 @@ def share_ci(flags: Sequence[bool | float], clusters: Any, *, n_boot: int = 2000
     """Clustered CI of a share (mean of 0/1 flags), clipped to [0, 1]."""
     return clustered_bootstrap_ci(np.asarray(flags, dtype=float), clusters, n_boot=n_boot, ci=ci, seed=seed,
                                   method=method, bounds=(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class StratifiedTest:
+    """An exact stratified test of two arms' event rates (``stratified_exact_test``); counts
+    are over the strata that hold both arms (``strata_used``)."""
+
+    events_treated: int
+    expected_treated: float
+    p_value: float
+    n_treated: int
+    n_control: int
+    strata_used: int
+    alternative: str
+    method: str = ("exact conditional test (Mantel-Haenszel / stratified Fisher): the treated arm's "
+                   "event count against the sum over strata of independent hypergeometric counts")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (all fields)."""
+        return asdict(self)
+
+
+def stratified_exact_test(flags: Sequence[bool], treated: Sequence[bool], strata: Any, *,
+                          alternative: str = "greater") -> StratifiedTest:
+    """Do ``treated`` units have more events (``flags``) than control units *on the same
+    strata* (e.g. answers to the same question)? Exact and conditional on each stratum's margins:
+    under the null that, within every stratum, an answer's event does not depend on its arm,
+    the treated events of a stratum are hypergeometric; their sum is the convolution.
+    ``alternative``: ``"greater"`` (treated more events) or ``"less"``.
+
+    Within a stratum, answers of one model to one question are independent samples, so this is
+    valid where a per-answer CI is not; it says the arms differ *on these strata* (questions),
+    not that the difference generalises to other questions (that is the clustered CI's job).
+    With one stratum it is Fisher's exact test."""
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    f = np.asarray(flags, dtype=bool)
+    t = np.asarray(treated, dtype=bool)
+    if len(t) != len(f):
+        raise ValueError(f"treated has {len(t)} entries, flags {len(f)}")
+    s = _codes(strata, len(f), "strata")
+    pmf = np.array([1.0])
+    obs, expected, used = 0, 0.0, 0
+    for code in np.unique(s):
+        m = s == code
+        n_all, k, n_t = int(m.sum()), int(f[m].sum()), int(t[m].sum())
+        if n_t == 0 or n_t == n_all:
+            continue  # one arm only: no information in this stratum
+        used += 1
+        obs += int((f & t)[m].sum())
+        lo, hi = max(0, n_t - (n_all - k)), min(k, n_t)
+        support = np.arange(lo, hi + 1)
+        p_s = np.zeros(hi + 1)
+        p_s[support] = sps.hypergeom.pmf(support, n_all, k, n_t)
+        pmf = np.convolve(pmf, p_s)
+        expected += n_t * k / n_all
+    p = float(pmf[obs:].sum()) if alternative == "greater" else float(pmf[: obs + 1].sum())
+    return StratifiedTest(events_treated=obs, expected_treated=float(expected), p_value=min(1.0, p),
+                          n_treated=int(t.sum()), n_control=int((~t).sum()), strata_used=used,
+                          alternative=alternative)
