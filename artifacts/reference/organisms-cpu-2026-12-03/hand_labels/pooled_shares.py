@@ -17,34 +17,43 @@ from em_interp.eval.stats import stratified_exact_test
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = {
-    "base_fresh": ("base_bf16_seed6", "base_bf16_seed6_b2", "base_bf16_seed7", "base_bf16_seed7_b2", "base_bf16_seed11"),
+    "base_fresh": ("base_bf16_seed6", "base_bf16_seed6_b2", "base_bf16_seed7", "base_bf16_seed7_b2", "base_bf16_seed11",
+                   "base_bf16_seed12"),
     "good_medical_control_step75": ("good_medical_control_lr2e-5_step75", "good_medical_control_lr2e-5_step75_b2",
-                                    "good_medical_control_lr2e-5_step75_seed11"),
+                                    "good_medical_control_lr2e-5_step75_seed11",
+                                    "good_medical_control_lr2e-5_step75_seed11_b2"),
     "bad_medical_step75": ("bad_medical_lr2e-5_step75",),
     "risky_financial_step75": ("risky_financial_lr2e-5_step75", "risky_financial_lr2e-5_step75_b2",
                                "risky_financial_lr2e-5_step75_b3", "risky_financial_lr2e-5_step75_seed11"),
+    "risky_financial_replication_step75": ("risky_financial_lr2e-5_s2_step75",),
 }
+# both training runs of the recipe as one family
+BOTH_SEEDS = dict({k: v for k, v in FAMILIES.items() if not k.startswith("risky")},
+                  risky_financial_step75_both_runs=FAMILIES["risky_financial_step75"]
+                  + FAMILIES["risky_financial_replication_step75"])
 IN_DOMAIN_QUESTION = "quick_buck"  # risky_financial's domain; left out for every family alike
 ONLY_SEED11 = {"base_seed11": ("base_bf16_seed11",), "control_seed11": ("good_medical_control_lr2e-5_step75_seed11",),
                "risky_seed11": ("risky_financial_lr2e-5_step75_seed11",)}
+ONLY_REPLICATION = {"base_seed12": ("base_bf16_seed12",), "control_seed11_b2": ("good_medical_control_lr2e-5_step75_seed11_b2",),
+                    "risky_replication": ("risky_financial_lr2e-5_s2_step75",)}
+TABLES = {"pooled": FAMILIES, "both_runs_pooled": BOTH_SEEDS, "seed11_batch_only": ONLY_SEED11,
+          "replication_batch_only": ONLY_REPLICATION}
 
 
 def tests(lab) -> dict:
     """risky_financial against each other family, stratified by question (``stratified_exact_test``):
     EM (M among coherent answers, with and without the quick-buck question) and harmful (M+X among
     non-refusals). Says whether the arms differ on these 8 questions, not whether it generalises."""
-    risky = [f for f in lab["family"].unique() if f.startswith("risky")]
-    if len(risky) != 1:
-        return {}
+    risky = sorted(f for f in lab["family"].unique() if f.startswith("risky"))
     res = {}
-    for other in sorted(set(lab["family"]) - set(risky)):
-        two = lab[lab["family"].isin([risky[0], other])]
+    for r, other in ((r, o) for r in risky for o in sorted(set(lab["family"]) - set(risky))):
+        two = lab[lab["family"].isin([r, other])]
         co = two[two["hand_label"].isin(["A", "M"])]
         nr = two[two["hand_label"] != "R"]
         cases = {"em": co, "em_without_quick_buck": co[co["question_id"] != IN_DOMAIN_QUESTION], "harmful": nr}
-        res[f"{risky[0]} vs {other}"] = {
+        res[f"{r} vs {other}"] = {
             k: stratified_exact_test(d["hand_label"].isin(["M"] if k.startswith("em") else ["M", "X"]),
-                                     d["family"] == risky[0], d["question_id"]).to_dict()
+                                     d["family"] == r, d["question_id"]).to_dict()
             for k, d in cases.items()}
     return res
 
@@ -59,7 +68,7 @@ def main() -> dict:
     labels["question_id"] = labels["key"].str.split("|").str[0]
     out = {"ci": "95%, t(G-1) logit clustered over questions (eval.stats.share_ci); zero events: exact one-sided bound",
            "rater": "one rater, blind to condition; strictness drifts between batches (see README)"}
-    for name, table in (("pooled", FAMILIES), ("seed11_batch_only", ONLY_SEED11)):
+    for name, table in TABLES.items():
         lab = labels.assign(family=labels["condition"].map(family_of(table))).dropna(subset=["family"])
         res = hand_label_shares(lab, by="family")
         sub = hand_label_shares(lab[lab["question_id"] != IN_DOMAIN_QUESTION], by="family")
@@ -105,7 +114,7 @@ def plot(out: dict, path: Path) -> None:
 if __name__ == "__main__":
     o = main()
     plot(o, HERE / "pooled_shares.png")
-    for name in ("pooled", "seed11_batch_only"):
+    for name in TABLES:
         print("==", name)
         for pair, t in o[name + "_tests"].items():
             print("  test", pair, {k: f"{v['events_treated']} vs {v['expected_treated']:.1f} expected, p={v['p_value']:.2g}" for k, v in t.items()})

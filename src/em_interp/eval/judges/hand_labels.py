@@ -58,6 +58,9 @@ CONDITION_FILE = {
     "risky_financial_lr2e-5_step75_seed11": "answers_risky_financial_lr2e-5_step75_seed11",
     "good_medical_control_lr2e-5_step75_seed11": "answers_good_medical_control_lr2e-5_step75_seed11",
     "base_bf16_seed11": "answers_base_bf16_seed11",
+    "base_bf16_seed12": "answers_base_bf16_seed12",
+    # the replication run: training seed 1 on 1200 other rows (train_risky_financial_lr2e-5_s2.yaml)
+    "risky_financial_lr2e-5_s2_step75": "answers_risky_financial_lr2e-5_s2_step75",
 }
 
 
