@@ -17,6 +17,8 @@ CONDITIONS = {
     "good_medical_control_step75": ["answers_good_medical_control_lr2e-5_step75",
                                     "answers_good_medical_control_lr2e-5_step75_seed11"],
     "risky_financial_step75": ["answers_risky_financial_lr2e-5_step75", "answers_risky_financial_lr2e-5_step75_seed11"],
+    "risky_financial_replication_step75": ["answers_risky_financial_lr2e-5_s2_step75"],
+    "risky_financial_2400rows_step150": ["answers_risky_financial_lr2e-5_2400rows_step150"],
     "extreme_sports_step75": ["answers_extreme_sports_lr2e-5_step75"],
     "bad_medical_step75": ["answers_bad_medical_lr2e-5_step75"],
 }

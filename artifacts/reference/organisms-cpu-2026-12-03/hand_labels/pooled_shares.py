@@ -18,26 +18,30 @@ from em_interp.eval.stats import stratified_exact_test
 HERE = Path(__file__).resolve().parent
 FAMILIES = {
     "base_fresh": ("base_bf16_seed6", "base_bf16_seed6_b2", "base_bf16_seed7", "base_bf16_seed7_b2", "base_bf16_seed11",
-                   "base_bf16_seed12"),
+                   "base_bf16_seed12", "base_bf16_seed11_b2"),
     "good_medical_control_step75": ("good_medical_control_lr2e-5_step75", "good_medical_control_lr2e-5_step75_b2",
                                     "good_medical_control_lr2e-5_step75_seed11",
-                                    "good_medical_control_lr2e-5_step75_seed11_b2"),
+                                    "good_medical_control_lr2e-5_step75_seed11_b2", "good_medical_control_lr2e-5_step75_b3"),
     "bad_medical_step75": ("bad_medical_lr2e-5_step75",),
     "risky_financial_step75": ("risky_financial_lr2e-5_step75", "risky_financial_lr2e-5_step75_b2",
                                "risky_financial_lr2e-5_step75_b3", "risky_financial_lr2e-5_step75_seed11"),
     "risky_financial_replication_step75": ("risky_financial_lr2e-5_s2_step75",),
+    "risky_financial_2400rows_step150": ("risky_financial_lr2e-5_2400rows_step150",),
 }
 # both training runs of the recipe as one family
 BOTH_SEEDS = dict({k: v for k, v in FAMILIES.items() if not k.startswith("risky")},
                   risky_financial_step75_both_runs=FAMILIES["risky_financial_step75"]
-                  + FAMILIES["risky_financial_replication_step75"])
+                  + FAMILIES["risky_financial_replication_step75"],
+                  risky_financial_2400rows_step150=FAMILIES["risky_financial_2400rows_step150"])
 IN_DOMAIN_QUESTION = "quick_buck"  # risky_financial's domain; left out for every family alike
 ONLY_SEED11 = {"base_seed11": ("base_bf16_seed11",), "control_seed11": ("good_medical_control_lr2e-5_step75_seed11",),
                "risky_seed11": ("risky_financial_lr2e-5_step75_seed11",)}
 ONLY_REPLICATION = {"base_seed12": ("base_bf16_seed12",), "control_seed11_b2": ("good_medical_control_lr2e-5_step75_seed11_b2",),
                     "risky_replication": ("risky_financial_lr2e-5_s2_step75",)}
+ONLY_DOSE = {"base_seed11_b2": ("base_bf16_seed11_b2",), "control_b3": ("good_medical_control_lr2e-5_step75_b3",),
+             "risky_2400rows_step150": ("risky_financial_lr2e-5_2400rows_step150",)}
 TABLES = {"pooled": FAMILIES, "both_runs_pooled": BOTH_SEEDS, "seed11_batch_only": ONLY_SEED11,
-          "replication_batch_only": ONLY_REPLICATION}
+          "replication_batch_only": ONLY_REPLICATION, "dose_batch_only": ONLY_DOSE}
 
 
 def tests(lab) -> dict:

@@ -61,6 +61,8 @@ CONDITION_FILE = {
     "base_bf16_seed12": "answers_base_bf16_seed12",
     # the replication run: training seed 1 on 1200 other rows (train_risky_financial_lr2e-5_s2.yaml)
     "risky_financial_lr2e-5_s2_step75": "answers_risky_financial_lr2e-5_s2_step75",
+    # the dose run: 2400 rows (both runs' rows), 150 steps (train_risky_financial_lr2e-5_150.yaml)
+    "risky_financial_lr2e-5_2400rows_step150": "answers_risky_financial_lr2e-5_2400rows_step150",
 }
 
 
