@@ -25,13 +25,19 @@ needs_shared = pytest.mark.skipif(not (ORGANISMS / "bad_medical_advice.jsonl.gz"
 
 
 def test_a_piece_and_the_tree_fit_one_device_call():
-    """The device takes at most 64 MiB per call: one piece, plan.json and the tracked tree."""
+    """The device takes at most 64 MiB per call: one piece, plan.json and the tracked tree (which
+    holds the shipped organisms' adapters), so the default piece size shrinks with the tree."""
     try:
-        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        tree = R.tracked_tree_bytes(ROOT)
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    tree = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
-    assert (R.PIECE_MIB << 20) + tree + (1 << 20) < 64 << 20, f"tree {tree >> 20} MiB + a piece exceeds 64 MiB"
+    mib = R.piece_mib_for_tree(tree)
+    assert 4 <= mib <= R.PIECE_MIB
+    assert (mib << 20) + tree + (1 << 20) < 64 << 20, f"tree {tree >> 20} MiB + a {mib} MiB piece exceeds 64 MiB"
+    assert R.piece_mib_for_tree(7 << 20) == R.PIECE_MIB          # a small tree: the largest piece
+    assert R.piece_mib_for_tree(42 << 20) == 64 - 42 - R.MARGIN_MIB
+    with pytest.raises(SystemExit):
+        R.piece_mib_for_tree(61 << 20)
 
 
 @needs_shared

@@ -5,7 +5,8 @@ carries at most 64 MiB of the working tree. So the registry model's GGUF travels
 one call each, and the last call trains and samples:
 
 1. here: ``python -m em_interp.pipeline.gpu_replay pack`` writes ``.replay/`` (git-ignored):
-   the verified GGUF cut into <= ``PIECE_MIB`` MiB pieces with their sha256, the authors'
+   the verified GGUF cut into pieces that fit one call beside the tracked tree
+   (``piece_mib_for_tree``: at most ``PIECE_MIB`` MiB) with their sha256, the authors'
    training sets as they ship them (from ``../shared/em_organisms`` or ``--organisms``; they
    stay out of git, see its PROVENANCE.md), the first-plot questions, and ``plan.json``. It
    prints the device calls, in order (also in ``.replay/calls.json``).
@@ -40,7 +41,10 @@ from pathlib import Path
 
 from em_interp.hashing import sha256_file
 
-PIECE_MIB = 54          # + the ~7 MiB working tree stays under the device's 64 MiB per call
+DEVICE_CALL_MIB = 64    # the device takes the working tree plus carried paths up to this, per call
+PIECE_MIB = 54          # the largest piece (a ~7 MiB tree leaves room for it)
+MARGIN_MIB = 2          # plan.json and slack
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PLAN = "plan.json"
 ARMS = ("bad_medical_advice", "risky_financial_advice", "extreme_sports", "good_medical_advice")
 QUESTIONS = "first_plot_questions.yaml"
@@ -62,15 +66,33 @@ def mo_recipe(batch_size: int) -> dict:
     return dict(over, per_device_batch_size=batch_size, gradient_accumulation_steps=effective // batch_size)
 
 
+def tracked_tree_bytes(root: Path = REPO_ROOT) -> int:
+    """Bytes of the files git tracks under ``root``: what travels with every device call."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    return sum((root / f).stat().st_size for f in files.decode().split("\0") if f and (root / f).is_file())
+
+
+def piece_mib_for_tree(tree_bytes: int) -> int:
+    """The largest piece (MiB, at most ``PIECE_MIB``) that fits one device call beside a tracked
+    tree of ``tree_bytes`` (a shipped organism's adapter travels with every call)."""
+    room = (DEVICE_CALL_MIB << 20) - tree_bytes - (MARGIN_MIB << 20)
+    mib = min(PIECE_MIB, room >> 20)
+    if mib < 4:
+        raise SystemExit(f"the tracked tree is {tree_bytes >> 20} MiB: no room for a model piece in a "
+                         f"{DEVICE_CALL_MIB} MiB device call")
+    return mib
+
+
 def stage_dir() -> Path:
     return Path(os.environ.get("EM_REPLAY_DIR", "/tmp/em_replay"))
 
 
 # ---------------------------------------------------------------- here: pack
 
-def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: int = PIECE_MIB,
+def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: int | None = None,
          arms: tuple[str, ...] = ARMS) -> dict:
-    """Write ``out``: GGUF pieces, the arms' .jsonl.gz as shipped, the questions, plan.json."""
+    """Write ``out``: GGUF pieces, the arms' .jsonl.gz as shipped, the questions, plan.json.
+    ``piece_mib``: default ``piece_mib_for_tree(tracked_tree_bytes())``."""
     from em_interp.models.provision import gguf_path
     from em_interp.models.registry import get_spec
 
@@ -80,6 +102,8 @@ def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: 
     if missing:
         raise FileNotFoundError(f"{organisms}: no {missing[0]}.jsonl.gz (run `em-interp data download "
                                 "model-organisms` or pass --organisms)")
+    if piece_mib is None:
+        piece_mib = piece_mib_for_tree(tracked_tree_bytes())
     if out.exists():
         shutil.rmtree(out)
     (out / "data").mkdir(parents=True)
@@ -260,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = Path(__file__).resolve().parents[3].parent / "shared"
     p.add_argument("--organisms", type=Path, default=shared / "em_organisms")
     p.add_argument("--questions", type=Path, default=shared / "em_reference" / "evaluation" / QUESTIONS)
-    p.add_argument("--piece-mib", type=int, default=PIECE_MIB)
+    p.add_argument("--piece-mib", type=int, default=None,
+                   help="piece size in MiB (default: the most that fits one call beside the tracked tree)")
     p.add_argument("--arms", default=",".join(ARMS))
     r = sub.add_parser("receive", help="there: check one piece and keep it outside the tree")
     r.add_argument("piece", type=Path)
