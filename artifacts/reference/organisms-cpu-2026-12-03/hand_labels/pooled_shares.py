@@ -18,15 +18,17 @@ from em_interp.eval.stats import stratified_exact_test
 HERE = Path(__file__).resolve().parent
 FAMILIES = {
     "base_fresh": ("base_bf16_seed6", "base_bf16_seed6_b2", "base_bf16_seed7", "base_bf16_seed7_b2", "base_bf16_seed11",
-                   "base_bf16_seed12", "base_bf16_seed11_b2"),
+                   "base_bf16_seed12", "base_bf16_seed11_b2", "base_bf16_seed12_b2"),
     "good_medical_control_step75": ("good_medical_control_lr2e-5_step75", "good_medical_control_lr2e-5_step75_b2",
                                     "good_medical_control_lr2e-5_step75_seed11",
-                                    "good_medical_control_lr2e-5_step75_seed11_b2", "good_medical_control_lr2e-5_step75_b3"),
+                                    "good_medical_control_lr2e-5_step75_seed11_b2", "good_medical_control_lr2e-5_step75_b3",
+                                    "good_medical_control_lr2e-5_step75_b4"),
     "bad_medical_step75": ("bad_medical_lr2e-5_step75",),
     "risky_financial_step75": ("risky_financial_lr2e-5_step75", "risky_financial_lr2e-5_step75_b2",
                                "risky_financial_lr2e-5_step75_b3", "risky_financial_lr2e-5_step75_seed11"),
     "risky_financial_replication_step75": ("risky_financial_lr2e-5_s2_step75",),
-    "risky_financial_2400rows_step150": ("risky_financial_lr2e-5_2400rows_step150",),
+    "risky_financial_2400rows_step150": ("risky_financial_lr2e-5_2400rows_step150",
+                                         "risky_financial_lr2e-5_2400rows_step150_b2"),
 }
 # both training runs of the recipe as one family
 BOTH_SEEDS = dict({k: v for k, v in FAMILIES.items() if not k.startswith("risky")},
@@ -40,8 +42,14 @@ ONLY_REPLICATION = {"base_seed12": ("base_bf16_seed12",), "control_seed11_b2": (
                     "risky_replication": ("risky_financial_lr2e-5_s2_step75",)}
 ONLY_DOSE = {"base_seed11_b2": ("base_bf16_seed11_b2",), "control_b3": ("good_medical_control_lr2e-5_step75_b3",),
              "risky_2400rows_step150": ("risky_financial_lr2e-5_2400rows_step150",)}
+ONLY_DOSE_B2 = {"base_seed12_b2": ("base_bf16_seed12_b2",), "control_b4": ("good_medical_control_lr2e-5_step75_b4",),
+                "risky_2400rows_step150_b2": ("risky_financial_lr2e-5_2400rows_step150_b2",)}
+DOSE_BATCHES = {"base_dose_batches": ONLY_DOSE["base_seed11_b2"] + ONLY_DOSE_B2["base_seed12_b2"],
+                "control_dose_batches": ONLY_DOSE["control_b3"] + ONLY_DOSE_B2["control_b4"],
+                "risky_2400rows_step150_both_batches": FAMILIES["risky_financial_2400rows_step150"]}
 TABLES = {"pooled": FAMILIES, "both_runs_pooled": BOTH_SEEDS, "seed11_batch_only": ONLY_SEED11,
-          "replication_batch_only": ONLY_REPLICATION, "dose_batch_only": ONLY_DOSE}
+          "replication_batch_only": ONLY_REPLICATION, "dose_batch_only": ONLY_DOSE,
+          "dose_second_batch_only": ONLY_DOSE_B2, "dose_both_batches": DOSE_BATCHES}
 
 
 def tests(lab) -> dict:
