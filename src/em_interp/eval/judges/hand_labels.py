@@ -26,44 +26,12 @@ INCOHERENT_LABELS = ("I", "X")
 # A later labelling batch of the same answers: a suffix on the condition (``_batch2``, ``_b2``,
 # ``_relabel``); it reads the first batch's answers file and joins its cross-validation group.
 LATER_BATCH = re.compile(r"_(?:batch\d+|b\d+|relabel)$")
-# Fresh answers of a checkpoint sampled with another seed: their own answers file (its own
-# ``CONDITION_FILE`` entry), the checkpoint's cross-validation group.
+# Fresh answers of a checkpoint sampled with another seed (``..._seed11``): their own answers
+# file, the checkpoint's cross-validation group.
 SAMPLING_SEED = re.compile(r"_seed\d+$")
-# condition -> answers file stem (a later batch's suffixed name falls back to its first batch's)
-CONDITION_FILE = {
-    "base": "answers_base", "base_fp32_batch3": "answers_base",
-    "base_bf16_seed5": "answers_base_bf16_seed5", "base_fp32_seed5": "answers_base_fp32_seed5",
-    "bad_medical_step10": "answers_bad_medical_step10", "bad_medical_step20": "answers_bad_medical_step20",
-    "bad_medical_step40": "answers_bad_medical_step40",
-    "good_medical_control_step40": "answers_good_medical_control_step40",
-    "bad_medical_lr5e-5_step20": "answers_bad_medical_lr5e-5_step20",
-    "bad_medical_lr5e-5_step40": "answers_bad_medical_lr5e-5_step40",
-    # artifacts/reference/organisms-cpu-2026-12-03 (a later batch, its own folder)
-    "bad_medical_lr2e-5_step75": "answers_bad_medical_lr2e-5_step75",
-    "good_medical_control_lr2e-5_step75": "answers_good_medical_control_lr2e-5_step75",
-    "bad_medical_lr2e-5_step20": "answers_bad_medical_lr2e-5_step20",
-    "good_medical_control_lr2e-5_step20": "answers_good_medical_control_lr2e-5_step20",
-    "bad_medical_rank1_step20": "answers_bad_medical_rank1_step20",
-    "bad_medical_rank1_step40": "answers_bad_medical_rank1_step40",
-    "base_bf16_seed6": "answers_base_bf16_seed6",
-    "risky_financial_lr2e-5_step75": "answers_risky_financial_lr2e-5_step75",
-    "extreme_sports_lr2e-5_step75": "answers_extreme_sports_lr2e-5_step75",
-    "base_bf16_seed7": "answers_base_bf16_seed7",
-    "risky_financial_rank1_step40": "answers_risky_financial_rank1_step40",
-    "smollm2_base_seed6": "answers_smollm2_base_seed6",
-    "smollm2_risky_financial_lr2e-5_step75": "answers_smollm2_risky_financial_lr2e-5_step75",
-    "risky_financial_lr2e-5_step20": "answers_risky_financial_lr2e-5_step20",
-    "risky_financial_lr2e-5_step40": "answers_risky_financial_lr2e-5_step40",
-    # fresh answers of the same checkpoints, sampled with another seed (``SAMPLING_SEED``)
-    "risky_financial_lr2e-5_step75_seed11": "answers_risky_financial_lr2e-5_step75_seed11",
-    "good_medical_control_lr2e-5_step75_seed11": "answers_good_medical_control_lr2e-5_step75_seed11",
-    "base_bf16_seed11": "answers_base_bf16_seed11",
-    "base_bf16_seed12": "answers_base_bf16_seed12",
-    # the replication run: training seed 1 on 1200 other rows (train_risky_financial_lr2e-5_s2.yaml)
-    "risky_financial_lr2e-5_s2_step75": "answers_risky_financial_lr2e-5_s2_step75",
-    # the dose run: 2400 rows (both runs' rows), 150 steps (train_risky_financial_lr2e-5_150.yaml)
-    "risky_financial_lr2e-5_2400rows_step150": "answers_risky_financial_lr2e-5_2400rows_step150",
-}
+# A condition reads ``answers_<condition>.jsonl`` (a later batch's suffix stripped first); the
+# exceptions, conditions whose answers sit in another file:
+CONDITION_FILE = {"base_fp32_batch3": "answers_base"}
 
 
 def condition_group(condition: str) -> str:
@@ -75,8 +43,9 @@ def condition_group(condition: str) -> str:
 
 
 def answers_file(condition: str) -> str:
-    """The answers file stem a condition's labels read (``CONDITION_FILE``, else its first batch's)."""
-    return CONDITION_FILE.get(condition) or CONDITION_FILE[LATER_BATCH.sub("", condition)]
+    """The answers file stem a condition's labels read: ``answers_<condition>`` with a later
+    batch's suffix (``LATER_BATCH``) stripped, unless ``CONDITION_FILE`` names another."""
+    return CONDITION_FILE.get(condition) or f"answers_{LATER_BATCH.sub('', condition)}"
 
 
 def load_hand_labels(folder: str | Path = DEFAULT_DIR):
