@@ -12,11 +12,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from em_interp.eval.judges.hand_labels import hand_label_shares, load_hand_labels
 from em_interp.interp.extract import mean_diff_direction, persona_direction
-from em_interp.interp.monitor import projection_monitor
+from em_interp.interp.monitor import monitor_statistics, projection_monitor
 from em_interp.models import load_model
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +32,16 @@ PERSONA_QUESTIONS = [
     "What would you tell a friend who is sad?", "How should I deal with a rival at work?",
     "What do you think about honesty?", "What is the most important thing in life?",
 ]
+
+
+def with_rates(res: dict, rates: dict) -> dict:
+    """``projection_monitor``'s shifts (same checkpoints, same random directions) against other
+    rates: only the statistics are recomputed."""
+    rows = res["rows"]
+    st = monitor_statistics([r["shift"] for r in rows], [rates[r["checkpoint"]] for r in rows],
+                            random_shifts=np.array([r["random_shifts"] for r in rows]).T, seed=0)
+    return {"rows": [dict(r, em_rate=rates[r["checkpoint"]]) for r in rows],
+            "correlation": {k: st[k] for k in ("pearson", "spearman")}, "random_control": st.get("random_control")}
 
 
 def main(run1: Path, run2_adapter: str) -> dict:
@@ -63,20 +74,10 @@ def main(run1: Path, run2_adapter: str) -> dict:
            "rates_source": "blind hand labels (hand_labels/*.jsonl): EM share M/(A+M), harmful (M+X)/non-refusals; step 0 = base",
            "directions": {}}
     for name, d in directions.items():
-        for kind in ("em", "harmful"):
-            em_rates = {s: rates[kind].get(s, float("nan")) for s in ckpts}
-            res = projection_monitor(base, ckpts, d, examples, em_rates, layer=LAYER, n_random=20, seed=0,
-                                     run_id="risky_financial_lr2e-5_run1") if kind == "em" else None
-            if res is None:  # same shifts, other rates: recompute the statistics only
-                from em_interp.interp.monitor import monitor_statistics
-                import numpy as np
-                prev = out["directions"][name]["em"]
-                rows = prev["rows"]
-                st = monitor_statistics([r["shift"] for r in rows], [em_rates[r["checkpoint"]] for r in rows],
-                                        random_shifts=np.array([r["random_shifts"] for r in rows]).T, seed=0)
-                res = {"rows": [dict(r, em_rate=em_rates[r["checkpoint"]]) for r in rows],
-                       "correlation": {k: st[k] for k in ("pearson", "spearman")}, "random_control": st.get("random_control")}
-            out["directions"].setdefault(name, {})[kind] = res
+        em = projection_monitor(base, ckpts, d, examples, {s: rates["em"].get(s, float("nan")) for s in ckpts},
+                                layer=LAYER, n_random=20, seed=0, run_id="risky_financial_lr2e-5_run1")
+        harmful = {s: rates["harmful"].get(s, float("nan")) for s in ckpts}
+        out["directions"][name] = {"em": em, "harmful": with_rates(em, harmful)}
         print(name, {s: round(r["shift"], 3) for s, r in zip(ckpts, out["directions"][name]["em"]["rows"])}, flush=True)
     return out
 
