@@ -28,7 +28,7 @@ for cond, files in CONDITIONS.items():
     rows = [json.loads(line) for f in files for line in (HERE / f"{f}.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "answer" in r]
     est = judge.estimate_share_detail([(r["question"], r["answer"]) for r in rows])
-    d = est.__dict__ if hasattr(est, "__dict__") else dict(est)
+    d = est.to_dict()
     out["conditions"][cond] = {"files": files, "answers": len(rows),
                                "per_question": len(rows) // len({r["question_id"] for r in rows}),
                                **{k: v for k, v in d.items() if isinstance(v, (int, float, str, type(None)))}}
