@@ -195,6 +195,9 @@ def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, plant
             texts = [json.loads(x) for x in (d / "directions" / "texts.jsonl").read_text().splitlines()]
             qids = {t["meta"]["question_id"] for t in texts}
             assert qids <= set(info["extraction_questions"]) and info["n_per_class"] * 2 == len(texts)
+            assert info["match"] == shipped.interp.directions.match
+            if info["match"] == "question":  # the matched estimator used questions that hold both classes
+                assert info["matched_questions"] and set(info["matched_questions"]) <= qids
     if "steering" in res.ran:
         rows = [json.loads(x) for x in (d / "steering" / "rows.jsonl").read_text().splitlines()]
         for layer in cfg.interp.steering.layers or [rows[0]["layer"]]:

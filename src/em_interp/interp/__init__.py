@@ -14,9 +14,10 @@ from em_interp.interp.hooks import HookState, hooks
 from em_interp.interp.patching import RunCache, forward_logits, patch, run_with_cache
 from em_interp.interp.capture import REDUCTIONS, Capture, capture
 from em_interp.interp.direction import Direction, cosine_table
-from em_interp.interp.extract import (DEFAULT_PERSONA_QUESTIONS, PERSONA_PROMPTS, generate_answers, mean_diff,
-                                      mean_diff_direction, model_diff_direction, pca_direction, pca_vector,
-                                      persona_direction, probe_direction, probe_vector)
+from em_interp.interp.extract import (DEFAULT_PERSONA_QUESTIONS, PERSONA_PROMPTS, generate_answers, matched_groups,
+                                      matched_mean_diff, mean_diff, mean_diff_direction, model_diff_direction,
+                                      pca_direction, pca_vector, persona_direction, probe_direction, probe_vector,
+                                      within_group_auroc)
 from em_interp.interp.data_io import load_examples, load_judged, split_judged
 from em_interp.interp.inputs import TOKENS, bos_id, data_hash, encode_example, iter_batches
 from em_interp.interp.lora_analysis import (LoraModule, adapter_deltas, b_vector_cosines, checkpoint_trajectory,
@@ -32,7 +33,8 @@ from em_interp.interp.steering import (ABLATION_MODES, ALPHA_CONVENTION, ALPHA_D
 __all__ = [
     "BACKENDS", "Backend", "Capture", "DEFAULT_PERSONA_QUESTIONS", "Direction", "PERSONA_PROMPTS", "REDUCTIONS",
     "SITE_KINDS", "Site", "ablate", "capture", "cosine_table", "data_hash", "decoder_layers", "encode_example",
-    "generate_answers", "iter_batches", "make_backend", "mean_diff", "mean_diff_direction",
+    "generate_answers", "iter_batches", "make_backend", "matched_groups", "matched_mean_diff", "mean_diff",
+    "mean_diff_direction", "within_group_auroc",
     "model_diff_direction", "parse_site", "parse_sites", "pca_direction", "pca_vector", "persona_direction",
     "probe_direction", "probe_vector", "random_direction_like", "steer", "steering_sweep", "unwrap",
     "load_examples", "load_judged", "split_judged", "LoraModule", "adapter_deltas", "b_vector_cosines",

@@ -60,24 +60,106 @@ def mean_diff(pos, neg):
     return p - q
 
 
+def matched_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any]) -> list[Any]:
+    """The groups (e.g. question ids) that hold examples of both classes, sorted by their string form."""
+    both = set(pos_groups) & set(neg_groups)
+    return sorted(both, key=str)
+
+
+def matched_mean_diff(pos, neg, pos_groups: Sequence[Any], neg_groups: Sequence[Any]):
+    """Group-matched difference of means: the mean over the groups holding both classes of
+    ``mean(pos in g) - mean(neg in g)``. ``pos`` / ``neg``: ``[n, d]`` per-example activations
+    (torch or numpy) with one group label each.
+
+    Where the two classes are spread unevenly over groups (misaligned answers mostly to one
+    question, aligned ones to another), the plain ``mean_diff`` also measures what separates the
+    groups (their topic); here each group's own offset cancels. Groups with one class only carry
+    no within-group contrast and are left out; no group with both classes is an error."""
+    if len(pos_groups) != len(pos) or len(neg_groups) != len(neg):
+        raise InterpError(f"group labels: {len(pos_groups)} for {len(pos)} positive and {len(neg_groups)} for "
+                          f"{len(neg)} negative examples; give one label per example", field="groups")
+    both = matched_groups(pos_groups, neg_groups)
+    if not both:
+        raise InterpError("no group holds both positive and negative examples, so a matched mean-diff has "
+                          "nothing to contrast; use mean_diff or label more examples", field="groups")
+    diffs = []
+    for g in both:
+        pi = [i for i, x in enumerate(pos_groups) if x == g]
+        ni = [i for i, x in enumerate(neg_groups) if x == g]
+        diffs.append(pos[pi].mean(0) - neg[ni].mean(0))
+    total = diffs[0]
+    for d in diffs[1:]:
+        total = total + d
+    return total / len(diffs)
+
+
+def within_group_auroc(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[Any]) -> float:
+    """AUROC of ``scores`` for ``labels`` *within* groups: the share of (positive, negative) pairs
+    from the same group that the scores order correctly (ties count half), over every group
+    holding both classes. A score that only tells groups apart (a topic) sits at 0.5 however well
+    it separates the classes across groups; with one group it is the plain AUROC. The diagnostic
+    for a direction meant to separate classes inside a question; ``nan`` when no group holds both."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    g = np.asarray([str(x) for x in groups])
+    if not (len(s) == len(y) == len(g)):
+        raise InterpError(f"scores ({len(s)}), labels ({len(y)}) and groups ({len(g)}) differ in length", field="groups")
+    won, pairs = 0.0, 0
+    for x in np.unique(g):
+        m = g == x
+        p, n = s[m & y], s[m & ~y]
+        if len(p) and len(n):
+            diff = p[:, None] - n[None, :]
+            won += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+            pairs += diff.size
+    return won / pairs if pairs else float("nan")
+
+
 def mean_diff_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any], *, layers: Any = "all",
                         site_kind: str = "resid_post", tokens: str | None = None, backend: Any = None,
-                        batch_size: int = 8, method: str = "mean_diff", reduce: str | None = None,
+                        batch_size: int = 8, method: str | None = None, reduce: str | None = None,
+                        groups: tuple[Sequence[Any], Sequence[Any]] | None = None,
                         progress: bool | None = None) -> Direction:
     """Mean activation on ``positive`` (e.g. misaligned answers) minus on ``negative``
     (aligned answers of the same model), per layer. ``progress``: capture bars (``None``: when
-    stderr is a terminal)."""
+    stderr is a terminal).
+
+    ``groups=(positive_groups, negative_groups)``: one group label per example (e.g. the question
+    each answer answers); the direction is then ``matched_mean_diff`` — the mean over groups holding
+    both classes of the within-group difference — so that what separates the groups (their
+    topic) cancels. ``method`` defaults to ``mean_diff`` / ``mean_diff_matched``."""
     tokens = resolve_tokens(tokens, reduce=reduce)
     layer_list = check_layers(layers, as_model(lm).n_layers)
     sites = _sites(layer_list, site_kind)
     kw = dict(tokens=tokens, backend=backend, batch_size=batch_size, progress=progress)
-    pos = capture(lm, positive, sites, desc="capture positive", **kw)
-    neg = capture(lm, negative, sites, desc="capture negative", **kw)
+    extra: dict[str, Any] = {}
+    if groups is None:
+        pos = capture(lm, positive, sites, desc="capture positive", **kw)
+        neg = capture(lm, negative, sites, desc="capture negative", **kw)
+        vectors = {layer: pos[s] - neg[s] for layer, s in zip(layer_list, sites)}
+    else:
+        pos_groups, neg_groups = (list(x) for x in groups)
+        if len(pos_groups) != len(positive) or len(neg_groups) != len(negative):
+            raise InterpError(f"groups: {len(pos_groups)} labels for {len(positive)} positive and "
+                              f"{len(neg_groups)} for {len(negative)} negative examples", field="groups")
+        both = matched_groups(pos_groups, neg_groups)
+        if not both:
+            raise InterpError("no group holds both positive and negative examples, so a matched mean-diff has "
+                              "nothing to contrast", field="groups")
+        pos_cap = capture(lm, positive, sites, desc="capture positive", per_example=True, **kw)
+        neg_cap = capture(lm, negative, sites, desc="capture negative", per_example=True, **kw)
+        pos = {s: pos_cap.per_example[pos_cap.aliases.get(s, s)] for s in sites}
+        neg = {s: neg_cap.per_example[neg_cap.aliases.get(s, s)] for s in sites}
+        vectors = {layer: matched_mean_diff(pos[s], neg[s], pos_groups, neg_groups)
+                   for layer, s in zip(layer_list, sites)}
+        extra = {"matched_by": "group", "groups_used": [str(g) for g in both]}
     model, adapter = _model_id(lm)
-    return Direction({layer: pos[s] - neg[s] for layer, s in zip(layer_list, sites)}, model=model,
-                     adapter_hash=adapter, site_kind=site_kind, tokens=tokens, method=method,
+    return Direction(vectors, model=model, adapter_hash=adapter, site_kind=site_kind, tokens=tokens,
+                     method=method or ("mean_diff" if groups is None else "mean_diff_matched"),
                      n_pos=len(positive), n_neg=len(negative),
-                     data_hash=data_hash(list(positive) + ["<neg>"] + list(negative)))
+                     data_hash=data_hash(list(positive) + ["<neg>"] + list(negative)), extra=extra)
 
 
 def model_diff_direction(finetuned: Any, base: Any, examples: Sequence[Any], *, layers: Any = "all",

@@ -106,12 +106,16 @@ class DirectionSection:
     n_texts: int = 32                           # texts for model_diff / persona (mean_diff: both classes together)
     heldout_share: float = 0.5                  # share of eval question ids kept out of extraction (seeded split)
     min_per_class: int = 2                      # mean_diff: fewest misaligned (= aligned, balanced) answers
+    match: Literal["none", "question"] = "none"  # mean_diff: "question" = interp.matched_mean_diff (each
+                                                # question's topic cancels; only questions with both classes)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_share < 1.0:
             raise ValueError(f"heldout_share must be in [0, 1), got {self.heldout_share}")
         if self.min_per_class < 1:
             raise ValueError("min_per_class must be >= 1")
+        if self.match not in ("none", "question"):
+            raise ValueError(f"match must be 'none' or 'question', got {self.match!r}")
 
 
 @dataclass

@@ -338,8 +338,11 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
         direction = model_diff_direction(ft, ref, [t["messages"] for t in texts], tokens=dc.reduce, **kw)
     elif dc.method == "mean_diff":
         ft = load(ctx, find_target(ctx, arm, seed))
+        groups = None
+        if dc.match == "question":  # within-question contrasts only: each question's topic cancels
+            groups = ([t["meta"]["question_id"] for t in mis], [t["meta"]["question_id"] for t in ali])
         direction = mean_diff_direction(ft, [t["messages"] for t in mis], [t["messages"] for t in ali],
-                                        tokens=dc.reduce, **kw)
+                                        tokens=dc.reduce, groups=groups, **kw)
     else:
         prompts = [q.paraphrases[0] for q in questions if q.id in ext]
         direction = persona_direction(base_lm, prompts[: max(2, dc.n_texts)], **kw)
@@ -347,6 +350,8 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
     norms = [float(direction.norms()[layer]) for layer in layers]
     info = {"file": "direction.safetensors", "method": dc.method, "arm": arm, "seed": seed,
             "reference": dc.reference, "site": dc.site, "layers": layers, "norms": norms,
+            "match": dc.match if dc.method == "mean_diff" else None,
+            "matched_questions": direction.extra.get("groups_used"),
             "n_texts": len(texts), "n_per_class": len(mis) if dc.method == "mean_diff" else None,
             "extraction_questions": extraction, "heldout_questions": heldout}
     write_json_atomic(ctx.stage_dir / "directions.json", {"main": info})

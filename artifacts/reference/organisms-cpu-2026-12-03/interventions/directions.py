@@ -11,9 +11,10 @@ Two estimators of the mean-diff direction (Soligo et al.):
   what differs between questions (their topic) cancels. Used for b16.
 Leave-one-question-out: the direction applied to question q never saw q's texts (``md_loqo.<q>``).
 
-Diagnostic (``directions.json``): AUROC of the held-out question's M vs A projections, *within*
-question (projections centred per question, pooled over the questions with both classes), per
-layer, against the 95th percentile of max(a, 1-a) over 100 random directions.
+Diagnostic (``directions.json``): the within-question AUROC (``interp.within_group_auroc``: the share
+of same-question (M, A) pairs ordered correctly) of each held-out question's projections on the
+direction built without it, per layer, against the 95th percentile of max(a, 1-a) over 100 random
+directions; and the plain across-question AUROC beside it (what a topic direction also scores).
 
 Also the base model's evil-vs-helpful persona vector (Chen et al.) at layer 12 on 16 questions that
 are not first-plot questions (``persona_evil``), as in ``../monitor_risky.py``.
@@ -29,8 +30,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from em_interp.eval.judges.hand_labels import load_hand_labels
-from em_interp.interp.capture import capture
-from em_interp.interp.extract import persona_direction
+from em_interp.interp import capture, matched_mean_diff, mean_diff, persona_direction, within_group_auroc
 from em_interp.interp.handles import as_model
 from em_interp.models import load_model
 
@@ -60,22 +60,22 @@ def estimators(q: np.ndarray, y: np.ndarray):
 
     def pooled(X, held_out=None):
         tr = q != held_out
-        return X[tr & y].mean(0) - X[tr & ~y].mean(0)
+        return mean_diff(X[tr & y], X[tr & ~y])
 
     def matched(X, held_out=None):
-        return np.mean([X[(q == x) & y].mean(0) - X[(q == x) & ~y].mean(0) for x in both if x != held_out], 0)
+        tr = q != held_out
+        return matched_mean_diff(X[tr & y], X[tr & ~y], q[tr & y], q[tr & ~y])
 
     return both, {"pooled": pooled, "matched": matched}
 
 
-def within_question_auroc(X, q, y, both, direction_of):
-    s, t = [], []
+def held_out_scores(X, q, both, direction_of):
+    """Each question-with-both-classes' projections on the direction built without it."""
+    s = np.zeros(len(q))
     for x in both:
         d = direction_of(x)
-        p = X[q == x] @ (d / np.linalg.norm(d))
-        s += list(p - p.mean())
-        t += list(y[q == x])
-    return float(roc_auc_score(t, s))
+        s[q == x] = X[q == x] @ (d / np.linalg.norm(d))
+    return s
 
 
 def main() -> dict:
@@ -95,9 +95,14 @@ def main() -> dict:
         for layer, site in enumerate(cap.sites):
             X = cap.per_example[site].float().numpy()
             R = rng.normal(size=(N_RANDOM, X.shape[1]))
-            rand = [within_question_auroc(X, q, y, both, lambda _x, r=r: r) for r in R]
-            rows[layer] = {k: within_question_auroc(X, q, y, both, lambda x, f=f, X=X: f(X, x)) for k, f in est.items()}
-            rows[layer]["random_95th_max_a_1ma"] = float(np.quantile(np.maximum(rand, 1 - np.array(rand)), 0.95))
+            m = np.isin(q, both)
+            rand = np.array([within_group_auroc(X[m] @ r, y[m], q[m]) for r in R])
+            rows[layer] = {}
+            for k, f in est.items():
+                s = held_out_scores(X, q, both, lambda x, f=f, X=X: f(X, x))
+                rows[layer][k] = within_group_auroc(s[m], y[m], q[m])
+                rows[layer][f"{k}_across_questions"] = float(roc_auc_score(y[m], s[m]))
+            rows[layer]["random_95th_max_a_1ma"] = float(np.quantile(np.maximum(rand, 1 - rand), 0.95))
             if name == "organism" and layer == LAYER:
                 acts12 = X
         out["diagnostic"][name] = rows
