@@ -60,10 +60,19 @@ def mean_diff(pos, neg):
     return p - q
 
 
-def matched_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any]) -> list[Any]:
-    """The groups (e.g. question ids) that hold examples of both classes, sorted by their string form."""
-    both = set(pos_groups) & set(neg_groups)
-    return sorted(both, key=str)
+def matched_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any], n_pos: int | None = None,
+                   n_neg: int | None = None) -> list[Any]:
+    """The groups (e.g. question ids) that hold examples of both classes, sorted by their string
+    form. With ``n_pos`` / ``n_neg``, checks one label per example; no group with both classes
+    raises (a matched mean-diff would have nothing to contrast)."""
+    if (n_pos is not None and len(pos_groups) != n_pos) or (n_neg is not None and len(neg_groups) != n_neg):
+        raise InterpError(f"group labels: {len(pos_groups)} for {n_pos} positive and {len(neg_groups)} for "
+                          f"{n_neg} negative examples; give one label per example", field="groups")
+    both = sorted(set(pos_groups) & set(neg_groups), key=str)
+    if not both:
+        raise InterpError("no group holds both positive and negative examples, so a matched mean-diff has "
+                          "nothing to contrast; use mean_diff or label more examples", field="groups")
+    return both
 
 
 def matched_mean_diff(pos, neg, pos_groups: Sequence[Any], neg_groups: Sequence[Any]):
@@ -75,13 +84,7 @@ def matched_mean_diff(pos, neg, pos_groups: Sequence[Any], neg_groups: Sequence[
     question, aligned ones to another), the plain ``mean_diff`` also measures what separates the
     groups (their topic); here each group's own offset cancels. Groups with one class only carry
     no within-group contrast and are left out; no group with both classes is an error."""
-    if len(pos_groups) != len(pos) or len(neg_groups) != len(neg):
-        raise InterpError(f"group labels: {len(pos_groups)} for {len(pos)} positive and {len(neg_groups)} for "
-                          f"{len(neg)} negative examples; give one label per example", field="groups")
-    both = matched_groups(pos_groups, neg_groups)
-    if not both:
-        raise InterpError("no group holds both positive and negative examples, so a matched mean-diff has "
-                          "nothing to contrast; use mean_diff or label more examples", field="groups")
+    both = matched_groups(pos_groups, neg_groups, len(pos), len(neg))
     diffs = []
     for g in both:
         pi = [i for i, x in enumerate(pos_groups) if x == g]
@@ -141,13 +144,7 @@ def mean_diff_direction(lm: Any, positive: Sequence[Any], negative: Sequence[Any
         vectors = {layer: pos[s] - neg[s] for layer, s in zip(layer_list, sites)}
     else:
         pos_groups, neg_groups = (list(x) for x in groups)
-        if len(pos_groups) != len(positive) or len(neg_groups) != len(negative):
-            raise InterpError(f"groups: {len(pos_groups)} labels for {len(positive)} positive and "
-                              f"{len(neg_groups)} for {len(negative)} negative examples", field="groups")
-        both = matched_groups(pos_groups, neg_groups)
-        if not both:
-            raise InterpError("no group holds both positive and negative examples, so a matched mean-diff has "
-                              "nothing to contrast", field="groups")
+        both = matched_groups(pos_groups, neg_groups, len(positive), len(negative))  # checked before capturing
         pos_cap = capture(lm, positive, sites, desc="capture positive", per_example=True, **kw)
         neg_cap = capture(lm, negative, sites, desc="capture negative", per_example=True, **kw)
         pos = {s: pos_cap.per_example[pos_cap.aliases.get(s, s)] for s in sites}
