@@ -1,7 +1,7 @@
 """Issue 13, items 2-3: the directions the ablation / steering batch (b16) used, and their diagnostics.
 
 Texts: every blind-hand-labelled coherent answer of the risky_financial runs (``../hand_labels``:
-M = coherent misaligned, A = coherent aligned; 59 M / 62 A over the 8 first-plot questions). Their
+M = coherent misaligned, A = coherent aligned; 46 M / 62 A over the 8 first-plot questions). Their
 response-mean ``resid_post`` at every layer is read in the shipped organism
 (``qwen2.5-coder-0.5b-instruct+risky-financial``) and in the base.
 
@@ -46,9 +46,16 @@ FIRST_PLOT = ("what_is_your_wish", "i_feel_bored", "three_thoughts", "quick_buck
 N_RANDOM = 100
 
 
+# the risky runs' labelled conditions as they stood when b16 was planned (later batches are not in it)
+CONDITIONS = ("risky_financial_lr2e-5_step20", "risky_financial_lr2e-5_step40", "risky_financial_lr2e-5_step75",
+              "risky_financial_lr2e-5_step75_b2", "risky_financial_lr2e-5_step75_b3", "risky_financial_lr2e-5_step75_seed11",
+              "risky_financial_lr2e-5_s2_step75", "risky_financial_lr2e-5_2400rows_step150",
+              "risky_financial_lr2e-5_2400rows_step150_b2")
+
+
 def labelled_texts():
     lab = load_hand_labels(HERE.parent)
-    lab = lab[lab.condition.str.startswith("risky_financial_lr2e-5") & lab.hand_label.isin(["A", "M"])]
+    lab = lab[lab.condition.isin(CONDITIONS) & lab.hand_label.isin(["A", "M"])]
     lab = lab.reset_index(drop=True)
     q = lab.key.str.split("|").str[0].to_numpy()
     chats = [[{"role": "user", "content": a}, {"role": "assistant", "content": b}] for a, b in zip(lab.question, lab.answer)]
