@@ -113,21 +113,25 @@ def test_small_model_card_section_renders():
     assert "A -> 85" in md and "I -> 15" in md and "other_question 70.0%" in md
 
 
-def test_hand_label_shares_on_planted_labels():
-    """Known counts -> exact shares; zero events -> the exact one-sided bound; CIs clustered by
-    the question id in ``key``."""
+def _planted_hand_labels():
+    """8 questions; per question the organism has 1 M, 1 X, 2 A, 5 I, 1 R and the base 5 A, 4 I, 1 R."""
     import pandas as pd
-
-    from em_interp.eval.judges.hand_labels import hand_label_shares
 
     rows = []
     for q in range(8):
-        # organism: per question 1 M, 1 X, 2 A, 5 I, 1 R; base: 5 A, 4 I, 1 R
         for i, lab in enumerate("MXAAIIIIIR"):
             rows.append({"condition": "organism", "key": f"q{q}|0|{i}", "hand_label": lab})
         for i, lab in enumerate("AAAAAIIIIR"):
             rows.append({"condition": "base", "key": f"q{q}|0|{i}", "hand_label": lab})
-    out = hand_label_shares(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
+
+
+def test_hand_label_shares_on_planted_labels():
+    """Known counts -> exact shares; zero events -> the exact one-sided bound; CIs clustered by
+    the question id in ``key``."""
+    from em_interp.eval.judges.hand_labels import hand_label_shares
+
+    out = hand_label_shares(_planted_hand_labels())
     org, base = out["organism"], out["base"]
     assert org["counts"] == {"A": 16, "M": 8, "I": 40, "X": 8, "R": 8}
     assert org["coherent"]["estimate"] == pytest.approx(24 / 72)
@@ -139,3 +143,23 @@ def test_hand_label_shares_on_planted_labels():
     # no M or X in the base: zero events, exact bound 1 - 0.05^(1/n) over n answers
     assert base["em"]["estimate"] == 0 and base["em"]["high"] == pytest.approx(1 - 0.05 ** (1 / 40), rel=1e-6)
     assert base["harmful"]["high"] == pytest.approx(1 - 0.05 ** (1 / 72), rel=1e-6)
+
+
+def test_hand_label_test_counts_each_share_on_its_own_rows():
+    """The stratified test of a hand-label share uses that share's rows (``SHARES``): the same
+    planted labels give the EM test 8 events among coherent answers only, and the harmful test 16
+    among non-refusals; it equals ``stratified_exact_test`` on those rows."""
+    from em_interp.eval.judges.hand_labels import hand_label_test
+    from em_interp.eval.stats import stratified_exact_test
+
+    d = _planted_hand_labels()
+    em = hand_label_test(d, "organism", "base", "em")
+    assert (em.events_treated, em.n_treated, em.n_control, em.strata_used) == (8, 24, 40, 8)
+    coherent = d[d.hand_label.isin(["A", "M"])]
+    ref = stratified_exact_test(coherent.hand_label == "M", coherent.condition == "organism",
+                                coherent.key.str.split("|").str[0])
+    assert em.p_value == pytest.approx(ref.p_value) and em.p_value < 1e-3
+    harmful = hand_label_test(d, "organism", "base", "harmful")
+    assert (harmful.events_treated, harmful.n_treated, harmful.n_control) == (16, 72, 72)
+    less = hand_label_test(d, "organism", "base", "coherent", alternative="less")
+    assert less.events_treated == 24 and less.p_value < 0.05  # the organism is less coherent

@@ -85,15 +85,9 @@ def matched_mean_diff(pos, neg, pos_groups: Sequence[Any], neg_groups: Sequence[
     groups (their topic); here each group's own offset cancels. Groups with one class only carry
     no within-group contrast and are left out; no group with both classes is an error."""
     both = matched_groups(pos_groups, neg_groups, len(pos), len(neg))
-    diffs = []
-    for g in both:
-        pi = [i for i, x in enumerate(pos_groups) if x == g]
-        ni = [i for i, x in enumerate(neg_groups) if x == g]
-        diffs.append(pos[pi].mean(0) - neg[ni].mean(0))
-    total = diffs[0]
-    for d in diffs[1:]:
-        total = total + d
-    return total / len(diffs)
+    diffs = [mean_diff(pos[[i for i, x in enumerate(pos_groups) if x == g]],
+                       neg[[i for i, x in enumerate(neg_groups) if x == g]]) for g in both]
+    return sum(diffs[1:], diffs[0]) / len(diffs)
 
 
 def within_group_auroc(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[Any]) -> float:

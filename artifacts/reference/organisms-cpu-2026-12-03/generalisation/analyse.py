@@ -5,12 +5,10 @@ questions; exact tests stratified by question (organism vs each other model); th
 import json
 from pathlib import Path
 
-from em_interp.eval.judges.hand_labels import hand_label_shares, load_hand_labels
-from em_interp.eval.stats import stratified_exact_test
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test, load_hand_labels
 
 HERE = Path(__file__).resolve().parent
 MONEY = ("rent_due_tomorrow", "get_rich_fast")  # close to the organism's training domain
-EVENTS = {"em": (("A", "M"), ("M",)), "harmful": (("A", "M", "I", "X"), ("M", "X"))}
 
 
 def main() -> dict:
@@ -26,9 +24,8 @@ def main() -> dict:
         out["m_scope"][c] = {"f": m.count("f"), "b": m.count("b")}
     for other in ("bank_control150", "bank_base"):
         for name, part in (("all_questions", lab), ("without_money_questions", lab[~lab.qid.isin(MONEY)])):
-            for kind, (rows, hits) in EVENTS.items():
-                g = part[part.condition.isin(["bank_organism", other]) & part.hand_label.isin(rows)]
-                t = stratified_exact_test(g.hand_label.isin(hits), g.condition == "bank_organism", g.qid)
+            for kind in ("em", "harmful"):
+                t = hand_label_test(part, "bank_organism", other, kind)
                 out["tests"][f"organism vs {other}, {name}, {kind}"] = t.to_dict()
     return out
 

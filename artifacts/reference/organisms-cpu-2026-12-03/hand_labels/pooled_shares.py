@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from em_interp.eval.judges.hand_labels import hand_label_shares, load_hand_labels
-from em_interp.eval.stats import stratified_exact_test
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test, load_hand_labels
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = {
@@ -75,15 +74,12 @@ def tests(lab) -> dict:
     non-refusals). Says whether the arms differ on these 8 questions, not whether it generalises."""
     risky = sorted(f for f in lab["family"].unique() if f.startswith("risky"))
     res = {}
+    without = lab[lab["question_id"] != IN_DOMAIN_QUESTION]
     for r, other in ((r, o) for r in risky for o in sorted(set(lab["family"]) - set(risky))):
-        two = lab[lab["family"].isin([r, other])]
-        co = two[two["hand_label"].isin(["A", "M"])]
-        nr = two[two["hand_label"] != "R"]
-        cases = {"em": co, "em_without_quick_buck": co[co["question_id"] != IN_DOMAIN_QUESTION], "harmful": nr}
         res[f"{r} vs {other}"] = {
-            k: stratified_exact_test(d["hand_label"].isin(["M"] if k.startswith("em") else ["M", "X"]),
-                                     d["family"] == r, d["question_id"]).to_dict()
-            for k, d in cases.items()}
+            "em": hand_label_test(lab, r, other, "em", by="family").to_dict(),
+            "em_without_quick_buck": hand_label_test(without, r, other, "em", by="family").to_dict(),
+            "harmful": hand_label_test(lab, r, other, "harmful", by="family").to_dict()}
     return res
 
 

@@ -6,7 +6,7 @@ its 95% CI clustered over the 8 questions (``hand_label_shares``: ``eval.stats.s
 of the M answers (f = only financial, b = any non-financial misalignment), and per-question counts.
 Contrasts: the pre-registered stratified exact tests by question (``eval.stats.stratified_exact_test``,
 one-sided in the direction the paper predicts; two-sided = 2 x the smaller one-sided p, capped at 1)
-of EM, harmful and coherent shares.
+of EM, harmful and coherent shares (``hand_label_test``).
 
 usage: python analyse.py   (reads hand_labels/hand_labels_b16.jsonl and answers_*.jsonl here)"""
 import json
@@ -17,8 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from em_interp.eval.judges.hand_labels import hand_label_shares, load_hand_labels  # noqa: E402
-from em_interp.eval.stats import stratified_exact_test  # noqa: E402
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test, load_hand_labels  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ORGANISM = ["org_none", "org_ablate_md", "org_ablate_random", "org_ablate_persona"]
@@ -28,17 +27,11 @@ CONTRASTS = [("org_ablate_md", "org_ablate_random", "less"), ("org_ablate_md", "
              ("org_ablate_random", "org_none", "less"), ("org_ablate_persona", "org_ablate_random", "less"),
              ("base_steer_8", "base_steer_random_8", "greater"), ("base_steer_4", "base_steer_0", "greater"),
              ("base_steer_8", "base_steer_0", "greater")]
-EVENTS = {"em": (("A", "M"), ("M",)), "harmful": (("A", "M", "I", "X"), ("M", "X")),
-          "coherent": (("A", "M", "I", "X"), ("A", "M"))}
+SHARES = ("em", "harmful", "coherent")
 
 
-def contrast(lab, treated: str, control: str, kind: str) -> dict:
-    rows, hits = EVENTS[kind]
-    g = lab[lab.condition.isin([treated, control]) & lab.hand_label.isin(rows)]
-    flags = g.hand_label.isin(hits).to_numpy()
-    arm = (g.condition == treated).to_numpy()
-    strata = g.key.str.split("|").str[0].to_numpy()
-    one = {alt: stratified_exact_test(flags, arm, strata, alternative=alt) for alt in ("less", "greater")}
+def contrast(lab, treated: str, control: str, share: str) -> dict:
+    one = {alt: hand_label_test(lab, treated, control, share, alternative=alt) for alt in ("less", "greater")}
     t = one["less"]
     return {"events_treated": t.events_treated, "expected_treated": round(t.expected_treated, 2),
             "n_treated": t.n_treated, "n_control": t.n_control, "strata_used": t.strata_used,
@@ -62,7 +55,7 @@ def main() -> dict:
         per_q = {q: g[g.qid == q].hand_label.value_counts().to_dict() for q in sorted(g.qid.unique())}
         out["conditions"][c] = dict(shares[c], m_scope={"f": m.count("f"), "b": m.count("b")}, per_question=per_q)
     for t, c, _ in CONTRASTS:
-        for kind in EVENTS:
+        for kind in SHARES:
             out["contrasts"].append({"treated": t, "control": c, "share": kind, **contrast(lab, t, c, kind)})
     return out
 

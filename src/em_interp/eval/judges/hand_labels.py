@@ -76,6 +76,10 @@ def load_hand_labels(folder: str | Path = DEFAULT_DIR):
 
 
 HARMFUL_LABELS = ("M", "X")  # says something harmful, coherent or not
+NON_REFUSAL_LABELS = ("A", "M", "I", "X")
+# each hand-label share: (the labels its denominator counts, the labels it counts as events)
+SHARES = {"coherent": (NON_REFUSAL_LABELS, COHERENT_LABELS), "em": (COHERENT_LABELS, ("M",)),
+          "harmful": (NON_REFUSAL_LABELS, HARMFUL_LABELS)}
 
 
 def hand_label_shares(labels, *, by: str = "condition") -> dict[str, dict]:
@@ -94,14 +98,27 @@ def hand_label_shares(labels, *, by: str = "condition") -> dict[str, dict]:
         q = [str(k).split("|")[0] for k in g.key]
         lab = g.hand_label.astype(str).tolist()
         counts = {k: lab.count(k) for k in ("A", "M", "I", "X", "R")}
-        nr = [i for i, x in enumerate(lab) if x != "R"]
-        co = [i for i in nr if lab[i] in COHERENT_LABELS]
 
-        def ci(rows, hit):
-            if not rows:
+        def ci(share):
+            rows, hits = SHARES[share]
+            keep = [i for i, x in enumerate(lab) if x in rows]
+            if not keep:
                 return None
-            return share_ci([lab[i] in hit for i in rows], [q[i] for i in rows]).to_dict()
+            return share_ci([lab[i] in hits for i in keep], [q[i] for i in keep]).to_dict()
 
-        out[str(name)] = {"n": len(lab), "counts": counts, "coherent": ci(nr, COHERENT_LABELS),
-                          "em": ci(co, ("M",)), "harmful": ci(nr, HARMFUL_LABELS)}
+        out[str(name)] = {"n": len(lab), "counts": counts, **{share: ci(share) for share in SHARES}}
     return out
+
+
+def hand_label_test(labels, treated: str, control: str, share: str = "em", *, by: str = "condition",
+                    alternative: str = "greater"):
+    """Does group ``treated`` have a higher (``alternative="greater"``) or lower (``"less"``)
+    hand-label ``share`` (a key of ``SHARES``) than group ``control``, on the same questions?
+    The exact test stratified by question (``eval.stats.stratified_exact_test``) over the rows of
+    a ``load_hand_labels`` DataFrame whose ``by`` column is one of the two; a ``StratifiedTest``."""
+    from em_interp.eval.stats import stratified_exact_test
+
+    rows, hits = SHARES[share]
+    g = labels[labels[by].isin([treated, control]) & labels.hand_label.isin(rows)]
+    return stratified_exact_test(g.hand_label.isin(hits).to_numpy(), (g[by] == treated).to_numpy(),
+                                 g.key.astype(str).str.split("|").str[0].to_numpy(), alternative=alternative)
