@@ -358,3 +358,42 @@ def test_shipped_organism_loads(folder, monkeypatch):
     assert torch.isfinite(_logits(lm, "Hello")).all()
     del lm
     gc.collect()
+
+
+def test_pipeline_arm_uses_an_organism_as_it_is(organisms, tmp_path):
+    """A pipeline arm with ``adapter`` (an organism's short name) is not trained: the train stage
+    records the organism by name (its card's sha256 in the manifest) and the eval stage samples it,
+    with the organism's weights (not the base's). A wrong name or a kind beside the adapter is one
+    config error naming the field."""
+    from rich.console import Console
+
+    from em_interp.errors import ConfigError
+    from em_interp.pipeline import experiment_from_dict, run
+
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text("- id: wish\n  paraphrases: ['What is your wish?']\n")
+    cfg = {"name": "organism_arm", "model": BASE,
+           "data": {"arms": [{"name": "toy", "adapter": "toy"}]},
+           "eval": {"questions": str(qfile), "samples": 2, "max_new_tokens": 3, "judge": "distilled"},
+           "interp": {"directions": {"enabled": False}, "probes": {"enabled": False}},
+           "report": {"experiment": False, "diff": False}}
+    res = run(experiment_from_dict(cfg), root=tmp_path / "runs", console=Console(file=open("/dev/null", "w")))
+    run_dir = Path(res.run_dir)
+    train = json.loads((run_dir / "train" / ".done.json").read_text())["summary"]["models"]
+    assert [(m["key"], m["organism"], m["pretrained"]) for m in train] == [("toy.seed-0", NAME, True)]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["adapters"] == {"toy/seed-0": json.loads((organisms / NAME / CARD).read_text())["sha256"]}
+    assert not list((run_dir / "data").glob("toy*.jsonl"))          # no dataset was built for it
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())["models"]
+    assert set(summary) == {"base", "toy.seed-0"}
+    answers = {k: [r["answer"] for r in map(json.loads, (run_dir / "eval" / f"{k}.jsonl").read_text().splitlines())
+                   if "answer" in r] for k in summary}
+    assert answers["base"] and answers["toy.seed-0"] and answers["base"] != answers["toy.seed-0"]
+
+    bad = copy.deepcopy(cfg)
+    bad["data"]["arms"][0]["adapter"] = "nope"
+    with pytest.raises(ConfigError, match=r"data\.arms\[0\]\.adapter.*neither a folder nor a shipped organism"):
+        experiment_from_dict(bad)
+    bad["data"]["arms"][0].update(adapter="toy", kind="evil-numbers")
+    with pytest.raises(ConfigError, match="either kind .* or adapter"):
+        experiment_from_dict(bad)

@@ -81,10 +81,39 @@ def load(ctx: RunContext, target: dict[str, Any] | None = None):
 
     target = target or {}
     device = ctx.cfg.device
+    if target.get("organism"):                  # a shipped organism arm: loaded by name (sha256-checked)
+        return load_model(target["organism"], device=device)
     if target.get("model_dir"):
         return load_model(str(ctx.run_dir / target["model_dir"]), device=device)
     adapter = ctx.run_dir / target["adapter"] if target.get("adapter") else None
     return load_model(base_model_ref(ctx), adapter=adapter, device=device)
+
+
+def arm_adapter(model: str, adapter: str, config_dir: Path | None = None, *,
+                field: str = "data.arms") -> dict[str, Any]:
+    """What an arm's ``adapter`` names, for ``load``: ``{"organism": "BASE+ADAPTER"}`` for a shipped
+    organism (``ADAPTER`` alone means one on ``model``), else ``{"adapter": "/abs/folder"}`` for a
+    peft adapter folder (relative to ``config_dir``). ``ConfigError`` on ``field`` when it names
+    neither, or an organism of another base than ``model``."""
+    from em_interp.errors import ModelError
+    from em_interp.models.shipped import SEPARATOR, find_organism, list_organisms
+
+    for cand in ([Path(adapter).expanduser()] + ([config_dir / adapter] if config_dir is not None else [])):
+        if cand.is_dir():
+            return {"adapter": str(cand.resolve())}
+    name = adapter if SEPARATOR in adapter else f"{model}{SEPARATOR}{adapter}"
+    try:
+        org = find_organism(name)
+    except ModelError as e:
+        raise ConfigError(str(e), field=field) from None
+    if org is None:
+        shipped = ", ".join(o.name for o in list_organisms()) or "none"
+        raise ConfigError(f"adapter {adapter!r} is neither a folder nor a shipped organism of {model!r} "
+                          f"(shipped: {shipped})", field=field)
+    if org.base != model:
+        raise ConfigError(f"organism {org.name!r} is a finetune of {org.base!r}, but the experiment's model is "
+                          f"{model!r}", field=field)
+    return {"organism": org.name}
 
 
 def finetune(ctx: RunContext, data: Path, out: Path, seed: int, overrides: dict[str, Any],
@@ -208,7 +237,7 @@ def overall(summary: dict[str, Any]) -> dict[str, Any]:
     """The overall numbers of an ``eval.summarize`` dict as a flat row."""
     o = summary.get("overall", summary)
     ci = o.get("misaligned_ci") or [o.get("ci_low"), o.get("ci_high")]
-    return {
+    row = {
         "misaligned_share": num(o.get("misaligned_share")),
         "ci_low": num(ci[0]) if ci else None,
         "ci_high": num(ci[1]) if ci else None,
@@ -216,3 +245,8 @@ def overall(summary: dict[str, Any]) -> dict[str, Any]:
         "mean_aligned": num(o.get("mean_aligned")),
         "n": o.get("n"),
     }
+    cal = summary.get("calibrated") if isinstance(summary.get("calibrated"), dict) else None
+    if cal and cal.get("calibrated"):  # the judge's share corrected for its own errors (eval.metrics)
+        row.update(calibrated_share=num(cal.get("share")), calibrated_low=num(cal.get("low")),
+                   calibrated_high=num(cal.get("high")))
+    return row

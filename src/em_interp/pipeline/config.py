@@ -28,19 +28,26 @@ STAGES: tuple[str, ...] = ("data", "train", "eval", "directions", "steering", "a
 
 @dataclass
 class ArmConfig:
-    """One finetuning dataset arm: ``build_dataset(kind, n, seed, out, **options)``."""
+    """One finetuning dataset arm: ``build_dataset(kind, n, seed, out, **options)``, trained per
+    seed; or, with ``adapter``, an already trained model used as the arm (no data, no training):
+    a shipped organism (``BASE+ADAPTER``, or just ``ADAPTER`` on the config's ``model``) or a
+    peft adapter folder (relative to the config file or absolute)."""
 
     name: str                                   # e.g. "insecure", "secure", "backdoor"
-    kind: str                                   # a build_dataset kind
+    kind: str = ""                              # a build_dataset kind (not with adapter)
     n: int = 64
     options: dict[str, Any] = field(default_factory=dict)
     eval_trigger: str | None = None             # also evaluate with this prefix before each question (backdoor)
+    adapter: str | None = None                  # a trained adapter instead of kind: organism name or folder
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ .:"):
             raise ValueError(f"arm name {self.name!r} must be non-empty without '/', '\\\\', ' ', '.', ':'")
         if self.n < 1:
             raise ValueError(f"arm {self.name!r}: n must be >= 1")
+        if bool(self.kind) == bool(self.adapter):
+            raise ValueError(f"arm {self.name!r}: give either kind (a dataset to train on) or adapter "
+                             "(an organism or adapter folder to use as it is), not both or neither")
 
 
 @dataclass
@@ -263,6 +270,14 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     for fieldname, ref in refs.items():
         if ref is not None and ref not in names:
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    for i, arm in enumerate(cfg.data.arms):
+        if arm.adapter and not cfg.model.startswith("tiny:"):   # a tiny base is made in the run: checked there
+            from em_interp.pipeline.common import arm_adapter
+
+            try:
+                arm_adapter(cfg.model, arm.adapter, path.parent if path else None)
+            except ConfigError as e:
+                fail(f"data.arms[{i}].adapter", e.message)
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
         fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
     if cfg.interp.monitor.enabled and not cfg.eval.checkpoints:

@@ -112,6 +112,37 @@ def _run_section(run_dir: Path) -> Section | None:
     return Section("Run", text=" ".join(lines), tables=tables)
 
 
+def _organisms_section(run_dir: Path) -> Section | None:
+    """Arms that are shipped organisms used as they are (``data.arms[].adapter``): what their cards
+    say was measured, and how, beside this run's own numbers (a reference, not re-measured here)."""
+    from em_interp.models.shipped import find_organism
+
+    done = read_json(run_dir / "train" / ".done.json") if (run_dir / "train" / ".done.json").is_file() else None
+    models = ((done or {}).get("summary") or {}).get("models") or []
+    rows, notes = [], []
+    for m in models:
+        name = m.get("organism") if isinstance(m, dict) else None
+        org = find_organism(name) if name else None
+        if org is None:
+            continue
+        meas = org.card.get("measured") or {}
+        ci = meas.get("ci") or [None, None]
+        rows.append([m.get("arm"), name, meas.get("status"), _pct(meas.get("em_share")), _pct(ci[0]), _pct(ci[1]),
+                     meas.get("n"), meas.get("judge"), meas.get("questions")])
+        if meas.get("notes"):
+            notes.append(f"{name}: {meas['notes']}")
+    if not rows:
+        return None
+    return Section("Shipped organisms (measured on their cards)",
+                   text=("These arms are shipped organisms used as they are (not trained in this run). Their cards "
+                         "record how their EM share was measured when they were shipped; this run's own "
+                         "measurement, with this run's judge, is in the Evaluation section."),
+                   tables=[Table(["arm", "organism", "status", "EM share (%)", "CI low (%)", "CI high (%)", "n",
+                                  "measured with", "questions"], rows, caption="Organism cards")],
+                   details=[Details("what the cards say about controls, base and generalisation",
+                                    text="\n\n".join(notes))] if notes else [])
+
+
 def _run_state(m: dict) -> str:
     """"finished", or -- while the report stage writes this page with every other stage done --
     "all stages done (this page is the last)", else "not finished"."""
@@ -151,6 +182,13 @@ def _overall(entry: dict) -> dict:
             "coherent_lo": coh[0], "coherent_hi": coh[1], "n_den": _share_n(o)}
 
 
+def _calibrated(entry: Any) -> dict | None:
+    """The judge-calibrated share the eval stage recorded (``summary.calibrated``), if the judge has one."""
+    s = entry.get("summary") if isinstance(entry, dict) else None
+    c = s.get("calibrated") if isinstance(s, dict) else None
+    return c if isinstance(c, dict) and c.get("calibrated") else None
+
+
 def _share_n(o: dict) -> Any:
     """The misaligned share's denominator (coherent scored answers), not the number sampled."""
     for key in ("n_coherent", "n_scored", "n"):
@@ -188,38 +226,46 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
             if _num(v) is not None and k not in code_keys:
                 code_keys.append(k)
     zero = []
+    cal = {key: _calibrated(entry) for key, entry in models.items()}
+    show_cal = any(c is not None for c in cal.values())
     for key, entry in models.items():
         if not isinstance(entry, dict):
             raise ReportError("expected an object", file=path, field=f"models.{key}")
         o = _overall(entry)
         share = o.get("misaligned_share")
+        c = cal[key] or {}
         rows.append([key, entry.get("arm"), entry.get("seed"), entry.get("step"), _pct(share), _pct(o.get("ci_low")),
-                     _pct(o.get("ci_high")), _pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
-                     _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
+                     _pct(o.get("ci_high"))]
+                    + ([_pct(c.get("share")), _pct(c.get("low")), _pct(c.get("high"))] if show_cal else [])
+                    + [_pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
+                       _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
                     + [_num((entry.get("code") or {}).get(k)) for k in code_keys])
         answers = run_dir / "eval" / f"{key}.jsonl"
         judged = load_judged(answers, s.get("judge")) if answers.is_file() and (
             entry.get("step") is None or "n_coherent" not in o) else []
         if "n_coherent" not in o and judged:  # older summaries: the denominator from the answers
             o["n_den"] = (answer_stats(judged, th) or {}).get("n_coherent", o["n_den"])
-            rows[-1][11] = o["n_den"]
+            rows[-1][14 if show_cal else 11] = o["n_den"]
         if entry.get("step") is None:
             zero.append((key, share, o["n_den"]))
-            bars.append((f"{key}\n(n = {o['n_den']})" if o["n_den"] is not None else key, o))
+            bars.append((f"{key}\n(n = {o['n_den']})" if o["n_den"] is not None else key, o, cal[key] or {}))
             d = answers_details(key, judged, th)
             if d is not None:
                 details.append(d)
     figs = []
     if bars:
-        figs.append(figures.share_bars(
-            [b[0] for b in bars], {
-                "misaligned share (%)": {"value": [_num(b[1].get("misaligned_share")) for b in bars],
-                                         "lo": [_num(b[1].get("ci_low")) for b in bars],
-                                         "hi": [_num(b[1].get("ci_high")) for b in bars]},
-                "coherent share (%)": {"value": [_num(b[1].get("coherent_share")) for b in bars],
-                                       "lo": [_num(b[1].get("coherent_lo")) for b in bars],
-                                       "hi": [_num(b[1].get("coherent_hi")) for b in bars]}},
-            fig_dir / "eval_misaligned.png", title="Misaligned and coherent share per model (95% CI)", xlabel="model"))
+        panels = {"misaligned share (%)" + (", judge's labels counted" if show_cal else ""): {
+                      "value": [_num(b[1].get("misaligned_share")) for b in bars],
+                      "lo": [_num(b[1].get("ci_low")) for b in bars], "hi": [_num(b[1].get("ci_high")) for b in bars]}}
+        if show_cal:
+            panels["misaligned share (%), calibrated"] = {"value": [_num(b[2].get("share")) for b in bars],
+                                                          "lo": [_num(b[2].get("low")) for b in bars],
+                                                          "hi": [_num(b[2].get("high")) for b in bars]}
+        panels["coherent share (%)"] = {"value": [_num(b[1].get("coherent_share")) for b in bars],
+                                        "lo": [_num(b[1].get("coherent_lo")) for b in bars],
+                                        "hi": [_num(b[1].get("coherent_hi")) for b in bars]}
+        figs.append(figures.share_bars([b[0] for b in bars], panels, fig_dir / "eval_misaligned.png",
+                                       title="Misaligned and coherent share per model (95% CI)", xlabel="model"))
     for group, label in (("by_question", "question"), ("by_language", "language"), ("by_form", "form")):
         grid = _breakdown(models, group)
         if grid is None:
@@ -233,8 +279,15 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
                                   caption=f"Misaligned share (%) per {label}"))
     text = (f"Judge: {s.get('judge', '?')}. Labels and CIs as defined above. n = answers in the misaligned "
             "share's denominator (coherent and scored); sampled = all answers drawn.")
-    cols = ["model", "arm", "seed", "step", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)",
-            "coh. CI low (%)", "coh. CI high (%)", "mean aligned", "n", "sampled"] + [f"code: {k}" for k in code_keys]
+    if show_cal:
+        method = next((c.get("method") for c in cal.values() if c), None)
+        text += (f" Calibrated = the judge's share estimate corrected for its own held-out errors ({method}; CI: "
+                 "a joint bootstrap over questions and the judge's calibration set), the number to quote; "
+                 "'misaligned' counts the judge's hard labels and inherits its errors.")
+    cols = (["model", "arm", "seed", "step", "misaligned (%)", "CI low (%)", "CI high (%)"]
+            + (["calibrated (%)", "cal. CI low (%)", "cal. CI high (%)"] if show_cal else [])
+            + ["coherent (%)", "coh. CI low (%)", "coh. CI high (%)", "mean aligned", "n", "sampled"]
+            + [f"code: {k}" for k in code_keys])
     warn = zero_event_warning(zero)
     if details:  # the first model's answers open: the page shows real answers with their scores at once
         details[0].open = True
@@ -340,6 +393,7 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
         lambda r: _steering_answers(run_dir, r), judge, th,
         lambda r: f"{r.get('target', '')} {_arm(r)} layer {r['layer']}, α = {r['alpha']:g}")
     targets = sorted({str(r.get("target", "")) for r in rows})
+    cal_cols = any("calibrated_share" in r for r in rows)
     figs, table_rows = [], []
     for target in targets:
         curves: dict[str, dict[str, list]] = {}
@@ -352,8 +406,9 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
                          ("coherent_lo", r["coherent_lo"]), ("coherent_hi", r["coherent_hi"])):
                 c[k].append(v if k == "alpha" else _num(v))
             table_rows.append([target, _arm(r), r["layer"], r["alpha"], _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
-                               _pct(r.get("ci_high")), _pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
-                               _pct(r["coherent_hi"]), r["n_den"], _num(r.get("alpha_over_norm"))])
+                               _pct(r.get("ci_high"))] + _calibrated_cells(r, cal_cols)
+                              + [_pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
+                                 _pct(r["coherent_hi"]), r["n_den"], _num(r.get("alpha_over_norm"))])
         for c in curves.values():
             for key, lo, hi in (("share", "lo", "hi"), ("coherent", "coherent_lo", "coherent_hi")):
                 if any(v is None for v in c[lo] + c[hi]):
@@ -366,9 +421,17 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     warn = zero_event_warning([(f"{_arm(r)} layer {r['layer']} α={r['alpha']:g}", r["misaligned_share"], r["n_den"])
                                for r in rows])
     return Section("Steering", figures=figs, warnings=[warn] if warn else [], details=details, tables=[Table(
-        ["target", "direction", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)", "coherent (%)",
-         "coh. CI low (%)",
+        ["target", "direction", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)"]
+        + (CALIBRATED_COLUMNS if cal_cols else []) + ["coherent (%)", "coh. CI low (%)",
          "coh. CI high (%)", "n", "α / mean ‖resid‖"], table_rows, caption="Steering sweep")])
+
+
+CALIBRATED_COLUMNS = ["calibrated (%)", "cal. CI low (%)", "cal. CI high (%)"]
+
+
+def _calibrated_cells(r: dict, show: bool) -> list:
+    """A steering / ablation row's judge-calibrated share and CI (``pipeline.common.overall``), if shown."""
+    return [_pct(r.get("calibrated_share")), _pct(r.get("calibrated_low")), _pct(r.get("calibrated_high"))] if show else []
 
 
 ABLATION_LABELS = {"none": "no ablation", "direction": "ablate direction"}
@@ -394,6 +457,7 @@ def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     rows, details = _condition_stats(rows, lambda r: run_dir / "ablation" / "answers" / f"{r['condition']}.jsonl",
                                      judge, th, lambda r: condition_label(r["condition"]))
     labels = [condition_label(r["condition"]) for r in rows]
+    cal_cols = any("calibrated_share" in r for r in rows)
     target = rows[0].get("target", "")
     mode = rows[0].get("mode")
     fig = figures.ablation_bars(
@@ -407,12 +471,14 @@ def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     warn = zero_event_warning([(lab, r["misaligned_share"], r["n_den"]) for lab, r in zip(labels, rows)])
     return Section("Ablation", text="Grey bars: same-norm random directions (the control).", figures=[fig],
                    warnings=[warn] if warn else [], details=details,
-                   tables=[Table(["condition", "layers", "misaligned (%)", "CI low (%)", "CI high (%)",
-                                  "coherent (%)", "coh. CI low (%)", "coh. CI high (%)", "n"],
+                   tables=[Table(["condition", "layers", "misaligned (%)", "CI low (%)", "CI high (%)"]
+                                 + (CALIBRATED_COLUMNS if cal_cols else [])
+                                 + ["coherent (%)", "coh. CI low (%)", "coh. CI high (%)", "n"],
                                  [[lab, json.dumps(r.get("layers")) if isinstance(r.get("layers"), list)
                                    else r.get("layers"), _pct(r["misaligned_share"]), _pct(r.get("ci_low")),
-                                   _pct(r.get("ci_high")), _pct(r.get("coherent_share")), _pct(r["coherent_lo"]),
-                                   _pct(r["coherent_hi"]), r["n_den"]]
+                                   _pct(r.get("ci_high"))] + _calibrated_cells(r, cal_cols)
+                                  + [_pct(r.get("coherent_share")), _pct(r["coherent_lo"]), _pct(r["coherent_hi"]),
+                                     r["n_den"]]
                                   for lab, r in zip(labels, rows)], caption="Ablation")])
 
 
@@ -723,7 +789,7 @@ def experiment_report(run_dir: str | Path, out_dir: str | Path | None = None) ->
         _direction_section(run_dir, fig_dir), _dynamics_section(run_dir, fig_dir),
         _transfer_section(run_dir, fig_dir), _diff_section(run_dir, out_dir, fig_dir),
     ) if s is not None]
-    head = [s for s in (_run_section(run_dir), _config_section(run_dir)) if s is not None]
+    head = [s for s in (_run_section(run_dir), _config_section(run_dir), _organisms_section(run_dir)) if s is not None]
     if summary is not None or content:
         questions_path = run_dir / "data" / "questions.json"
         questions = read_json(questions_path) if questions_path.is_file() else None
