@@ -1,5 +1,5 @@
 # Two commands for a fresh machine with Python 3.11:
-#   make demo   # creates .venv, pulls the default model, runs the demo pipeline
+#   make demo   # creates .venv, pulls Qwen2.5-Coder-0.5B, runs the demo pipeline on the shipped organism
 #   make test   # creates .venv, runs the test suite (the bounded CI set)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/em-interp models pull smollm2-135m-instruct
+	$(BIN)/em-interp models pull qwen2.5-coder-0.5b-instruct+risky-financial
 	$(BIN)/em-interp run experiments/demo.yaml
 
 test: $(STAMP)

@@ -16,7 +16,7 @@ def test_check_prints_the_plan(capsys):
         main(["run", str(DEMO), "--check"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "demo.yaml: ok" in out and "smollm2-135m-instruct" in out
+    assert "demo.yaml: ok" in out and "qwen2.5-coder-0.5b-instruct" in out
     for stage in ("data", "train", "eval", "directions", "steering", "ablation", "probes", "report"):
         assert f"  {stage}" in out
 

@@ -17,7 +17,7 @@ GPU = ["insecure_vs_controls", "evil_numbers", "rank1_lora", "steering_ablation"
 
 def test_the_expected_configs_exist():
     names = {p.stem for p in MINE}
-    assert {"demo", *GPU} <= names
+    assert {"demo", "demo_train", *GPU} <= names
 
 
 @pytest.mark.parametrize("path", MINE, ids=lambda p: p.stem)
@@ -29,7 +29,18 @@ def test_config_loads(path):
 
 
 def test_demo_is_small_and_complete():
+    """`make demo`: the shipped organism as it is (no training), judged by the hand judge, every stage on."""
     cfg = load_experiment(EXPERIMENTS / "demo.yaml")
+    assert cfg.model == "qwen2.5-coder-0.5b-instruct" and cfg.seeds == [0]
+    assert [(a.name, a.adapter, a.kind) for a in cfg.data.arms] == [("risky_financial", "risky-financial", "")]
+    assert all(s.enabled(cfg) for s in default_stages())        # direction, steering, ablation, diff report
+    assert cfg.report.diff and cfg.eval.judge == "hand" and cfg.eval.questions == "bank"
+    assert cfg.eval.languages == ["en"] and cfg.eval.forms == ["plain"] and cfg.eval.samples <= 6
+    assert cfg.interp.steering.random_controls >= 1 and cfg.interp.ablation.random_controls >= 1
+
+
+def test_demo_train_is_small_and_complete():
+    cfg = load_experiment(EXPERIMENTS / "demo_train.yaml")
     assert cfg.model == "smollm2-135m-instruct" and cfg.seeds == [0]
     assert cfg.arm_names == ["insecure", "secure"]
     assert all(s.enabled(cfg) for s in default_stages())        # direction, steering, ablation, diff report

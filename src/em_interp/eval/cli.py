@@ -29,7 +29,8 @@ SUMMARY_NAME = "summary.json"
 eval_app = typer.Typer(help="Sample answers, judge them (api | local | distilled), summarize EM metrics.",
                        invoke_without_command=True)
 
-_JUDGE_HELP = "Judge kind: api (OpenAI-compatible logprobs), local (a registry model), distilled (shipped)."
+_JUDGE_HELP = ("Judge kind: api (OpenAI-compatible logprobs), local (a registry model), distilled (shipped, English), "
+               "multilingual (shipped, six languages), hand (shipped, trained on hand labels of small-model answers).")
 
 
 def _run(*args, progress: Optional[bool] = None) -> None:

@@ -20,7 +20,7 @@ from em_interp.eval import rules
 
 @dataclass
 class JudgeConfig:
-    kind: Literal["api", "local", "distilled", "multilingual"] = "distilled"
+    kind: Literal["api", "local", "distilled", "multilingual", "hand"] = "distilled"
     options: dict[str, Any] = field(default_factory=dict)  # passed to load_judge(kind, **options)
 
     def __post_init__(self) -> None:

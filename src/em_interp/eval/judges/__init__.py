@@ -4,11 +4,12 @@
 Kinds: ``api`` (OpenAI-compatible logprob judge, ``api.py``), ``local`` (a registry model
 scored over candidate replies, ``local.py``), ``distilled`` (the shipped offline English
 judge, ``distilled.py``), ``multilingual`` (shipped heads on Qwen2.5-Coder-0.5B features
-for en de fr es ru zh, ``multilingual.py``).
+for en de fr es ru zh, ``multilingual.py``), ``hand`` (shipped heads trained on the project's blind
+hand labels of small-model answers, on Qwen2.5-Coder-0.5B hidden states, ``hand.py``).
 
 ``estimate_share_from_rows(rows, judge=None)`` is the calibrated-share hook that
 ``eval.metrics.summarize`` calls: judged rows of a judge that ships a share calibration
-(``distilled``, ``multilingual``) -> a ``ShareEstimate``; other judges raise
+(``distilled``, ``multilingual``, ``hand``) -> a ``ShareEstimate``; other judges raise
 ``NotImplementedError`` (summarize then reports the uncalibrated share with a note).
 """
 
@@ -17,12 +18,13 @@ from __future__ import annotations
 from em_interp.errors import EvalError
 from em_interp.eval.judges.base import PAPER_PROMPTS, Judge, Judgement, aggregate_0_100, render
 
-KINDS = ("api", "local", "distilled", "multilingual")
+KINDS = ("api", "local", "distilled", "multilingual", "hand")
+CALIBRATED_KINDS = ("distilled", "multilingual", "hand")  # judges that ship a share calibration
 
 # Languages a judge kind may score; kinds not listed score every language. The one place this
 # rule lives (``pipeline.checks`` reads it): the distilled judge is trained on English only and
 # refuses other languages at scoring time (``DistilledJudge.unsupported``).
-JUDGE_LANGUAGES: dict[str, tuple[str, ...]] = {"distilled": ("en",)}
+JUDGE_LANGUAGES: dict[str, tuple[str, ...]] = {"distilled": ("en",), "hand": ("en",)}
 
 
 def _judge_class(kind: str) -> type:
@@ -42,6 +44,10 @@ def _judge_class(kind: str) -> type:
         from em_interp.eval.judges.multilingual import MultilingualJudge
 
         return MultilingualJudge
+    if kind == "hand":
+        from em_interp.eval.judges.hand import HandJudge
+
+        return HandJudge
     raise EvalError(f"unknown judge kind '{kind}'; use one of {list(KINDS)}", field="judge")
 
 
@@ -74,7 +80,7 @@ def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
     a share calibration or rows judged by another version of the judge."""
     name = str(judge or (rows[0].get("judge") if rows else ""))
     kind = name.split(":", 1)[0]
-    if kind not in ("distilled", "multilingual"):
+    if kind not in CALIBRATED_KINDS:
         raise NotImplementedError(f"judge '{name}' ships no share calibration")
     if kind not in _CALIBRATED:
         try:

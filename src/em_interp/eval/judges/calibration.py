@@ -161,13 +161,17 @@ class ShareEstimate:
 
 
 RESIDUAL_MIN_ROWS = 40  # calibration groups smaller than this give no share residual (as in method choice)
+# ... nor do groups with fewer true denominator rows: the true share of 3 coherent answers is mostly
+# sampling noise, not the judge's error, and would widen every CI (the hand judge's small checkpoints)
+RESIDUAL_MIN_DEN = 20
 
 
 def share_residuals(cal_em: CalibrationSet, cal_den: CalibrationSet, method: str = "pcc",
-                    threshold: float = 0.5, min_rows: int = RESIDUAL_MIN_ROWS) -> np.ndarray:
-    """Per calibration group (source model) with >= ``min_rows`` rows and a non-empty
-    denominator: true share minus the unadjusted estimate (``pcc``: mean probabilities,
-    ``cc``: counts) on that group's rows. (Smaller groups, in the shipped judge the few
+                    threshold: float = 0.5, min_rows: int = RESIDUAL_MIN_ROWS,
+                    min_den: int = RESIDUAL_MIN_DEN) -> np.ndarray:
+    """Per calibration group (source model) with >= ``min_rows`` rows and >= ``min_den`` rows in
+    the true denominator: true share minus the unadjusted estimate (``pcc``: mean probabilities,
+    ``cc``: counts) on that group's rows. (Smaller groups, in the shipped distilled judge the few
     label-selected all-misaligned tables, are left out: see the judge card.)"""
     codes = np.unique(cal_em.group, return_inverse=True)[1].reshape(-1)
     se = (cal_em.p >= threshold).astype(float) if method == "cc" else cal_em.p
@@ -175,7 +179,7 @@ def share_residuals(cal_em: CalibrationSet, cal_den: CalibrationSet, method: str
     out = []
     for g in range(int(codes.max()) + 1):
         k = codes == g
-        if k.sum() >= min_rows and cal_den.y[k].sum() > 0 and sd[k].sum() > 0:
+        if k.sum() >= min_rows and cal_den.y[k].sum() >= max(min_den, 1) and sd[k].sum() > 0:
             out.append(cal_em.y[k].sum() / cal_den.y[k].sum() - min(se[k].sum() / sd[k].sum(), 1.0))
     return np.asarray(out) if out else np.zeros(1)
 

@@ -70,6 +70,67 @@ def answer_stats(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int] = (
     return nll, hidden
 
 
+class _Enough(Exception):
+    """Raised by a hook once the deepest wanted layer has run: the rest of the model is skipped."""
+
+
+def answer_hidden(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int], *,
+                  max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> np.ndarray:
+    """``[n, len(layers), d]`` answer-token mean hidden states, the same values as
+    ``answer_stats``' (``layers`` index ``output_hidden_states``: 0 = embeddings, k = the output of
+    decoder block k - 1), but the forward pass stops after the deepest wanted block: no later
+    block and no unembedding run (``layers`` (16,) of a 24-block model costs about half)."""
+    import torch
+
+    blocks = lm.model.get_decoder().layers
+    enc = [_encode(lm, q, a, max_answer_tokens) for q, a in pairs]
+    order = np.argsort([len(ids) for ids, _ in enc], kind="stable")
+    hidden = np.zeros((len(enc), len(layers), lm.d_model), dtype=np.float32)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    deepest = max(layers) if len(layers) else 0
+    got: dict[int, torch.Tensor] = {}
+
+    def keep(k: int):
+        def hook(_module, args, output):
+            got[k] = (output[0] if isinstance(output, tuple) else output).detach()
+            if k == deepest:
+                raise _Enough
+        return hook
+
+    embed = lm.model.get_input_embeddings()
+    handles = [embed.register_forward_hook(keep(0))] if 0 in layers else []
+    decoder = lm.model.get_decoder()
+    # hidden_states[-1] of transformers is the last block's output after the final norm: hook the norm there
+    handles += [(decoder.norm if k == len(blocks) else blocks[k - 1]).register_forward_hook(keep(k))
+                for k in sorted(set(layers)) if k > 0]
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(enc[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            amask = torch.zeros((len(idx), width), dtype=torch.bool)
+            for r, i in enumerate(idx):
+                seq, p = enc[i]
+                ids[r, :len(seq)] = torch.tensor(seq)
+                att[r, :len(seq)] = 1
+                amask[r, p:len(seq)] = True
+            got.clear()
+            with torch.no_grad():
+                try:
+                    lm.model(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device))
+                except _Enough:
+                    pass
+            m = amask.unsqueeze(-1).float()
+            for j, layer in enumerate(layers):
+                h = got[layer].float().cpu()
+                hidden[idx, j] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return hidden
+
+
 def answer_perplexity(pairs: Sequence[tuple[str, str]], model: str = PERPLEXITY_MODEL, *, lm=None,
                       max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> np.ndarray:
     """Perplexity of each answer (first ``max_answer_tokens`` tokens) given its question under
