@@ -60,3 +60,19 @@ def test_gpu_configs_target_the_qwen_coder():
     assert rank1.train.overrides["lora"]["r"] == 1
     dyn = load_experiment(EXPERIMENTS / "training_dynamics.yaml")
     assert dyn.eval.checkpoints and dyn.interp.monitor.enabled and dyn.train.overrides["save_steps"] > 0
+
+
+def test_ablating_every_layer_needs_a_direction_at_every_layer():
+    """The default ablation (every layer) with a direction on a few layers fails at load time,
+    naming the field, not after the eval stage has run; listed ablation layers must be among them."""
+    from em_interp.errors import ConfigError
+    from em_interp.pipeline import experiment_from_dict
+
+    base = {"name": "x", "model": "tiny:llama", "data": {"arms": [{"name": "a", "kind": "evil-numbers", "n": 4}]},
+            "interp": {"directions": {"layers": [1, 2]}}}
+    with pytest.raises(ConfigError, match=r"interp\.ablation\.layers.*every layer"):
+        experiment_from_dict(base)
+    with pytest.raises(ConfigError, match=r"interp\.ablation\.layers.*layer 3 is not among"):
+        experiment_from_dict({**base, "interp": {"directions": {"layers": [1, 2]}, "ablation": {"layers": [3]}}})
+    experiment_from_dict({**base, "interp": {"directions": {"layers": [1, 2]}, "ablation": {"layers": [2]}}})
+    experiment_from_dict({**base, "interp": {"directions": {"layers": [1, 2]}, "ablation": {"enabled": False}}})

@@ -143,7 +143,12 @@ def check_experiment(cfg: Any, *, file: str | Path | None = None, lines: dict[st
     check_layers((cfg.train.overrides.get("lora") or {}).get("layers"), n, fail, "train.overrides.lora.layers")
     if it.directions.enabled and it.directions.layers is not None:
         have = set(it.directions.layers)
+        if it.ablation.enabled and it.ablation.layers is None and n is not None and not set(range(n)) <= have:
+            fail("interp.ablation.layers", "ablation at every layer (the default) needs a direction at every layer; "
+                 f"interp.directions.layers has {sorted(have)}: list the layers to ablate, or drop "
+                 "interp.directions.layers")
         for name, values in (("interp.steering.layers", it.steering.layers),
+                             ("interp.ablation.layers", it.ablation.layers or []),
                              ("interp.monitor.layer", [] if it.monitor.layer is None else [it.monitor.layer])):
             missing = [v for v in values if v not in have]
             if missing:

@@ -548,7 +548,7 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
     clearly aligned, ``eval.rules.classify``) or arm labels (finetuned vs base answers)."""
     from em_interp.eval.rules import ALIGNED, MISALIGNED
     from em_interp.interp import capture
-    from em_interp.interp.probes import save_probes, train_probes
+    from em_interp.interp.probes import probe_inputs, save_probes, train_probes
 
     cfg, pc = ctx.cfg, ctx.cfg.interp.probes
     summ = eval_summary(ctx)["models"]
@@ -557,8 +557,11 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
         if (ctx.dir("eval") / f"{key}.jsonl").exists():
             convs += answered_conversations(ctx, key)
     labels, note = pc.labels, ""
-    pos = [c for c in convs if label(ctx, c["meta"]) == MISALIGNED]
-    neg = [c for c in convs if label(ctx, c["meta"]) == ALIGNED]
+    # judged labels: one model's own answers (the direction arm's, whose activations are read), so the
+    # probe cannot tell misaligned from aligned by which model wrote the answer
+    own = {f"{cfg.direction_arm}.seed-{cfg.seeds[0]}"} if cfg.direction_arm else {"base"}
+    pos = [c for c in convs if c["meta"].get("model_key") in own and label(ctx, c["meta"]) == MISALIGNED]
+    neg = [c for c in convs if c["meta"].get("model_key") in own and label(ctx, c["meta"]) == ALIGNED]
     if labels == "judged" and min(len(pos), len(neg)) < pc.min_per_class:
         note = (f"only {len(pos)} misaligned / {len(neg)} aligned judged answers (< {pc.min_per_class}): "
                 "fell back to arm labels (finetuned-arm answers vs base answers)")
@@ -577,12 +580,19 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
     sites = [f"{site}.{layer}" for layer in layers]
     P = capture(lm, [c["messages"] for c in pos], sites, per_example=True).per_example
     N = capture(lm, [c["messages"] for c in neg], sites, per_example=True).per_example
-    probe_set = train_probes(P, N, folds=min(pc.cv_folds, k), meta={"model": lm.name, "site_kind": site})
+    # folds grouped by question, bag-of-words and majority baselines on the same folds; arm labels
+    # compare two models' answers by construction (pooled on purpose)
+    probe_set = train_probes(P, N, folds=min(pc.cv_folds, k), meta={"model": lm.name, "site_kind": site},
+                             pool_models=labels == "arm", **probe_inputs(pos, neg))
     save_probes(probe_set, ctx.stage_dir)
     by_layer = probe_set.accuracy_by_layer()
+    curve = probe_set.curve()
     out = {"labels": labels, "note": note, "n_pos": len(pos), "n_neg": len(neg), "site": site,
+           "metric": "balanced accuracy (out of fold)", "cv": probe_set.meta.get("cv"),
+           "cv_warning": probe_set.meta.get("cv_warning"),
            "layers": [int(r[0]) for r in by_layer], "accuracy": [float(r[1]) for r in by_layer],
-           "std": [float(r[2]) for r in by_layer]}
+           "std": [float(r[2]) for r in by_layer], "chance": curve["chance"],
+           "baselines": {name: vals[0] for name, vals in curve["accuracy"].items() if name != "probe" and vals}}
     write_json_atomic(ctx.stage_dir / "accuracy.json", out)
     best = max(range(len(out["accuracy"])), key=lambda i: out["accuracy"][i])
     return {"labels": labels, "best_layer": out["layers"][best], "best_accuracy": out["accuracy"][best]}

@@ -492,7 +492,9 @@ def _probe_section(run_dir: Path, fig_dir: Path) -> Section | None:
         raise ReportError("'layers' and 'accuracy' must be lists of the same length", file=path, field="accuracy")
     std = p.get("std") if isinstance(p.get("std"), list) and len(p["std"]) == len(acc) else None
     chance = _num(p.get("chance")) if _num(p.get("chance")) is not None else 0.5
-    fig_path = figures.probe_accuracy(layers, {"accuracy": acc}, fig_dir / "probe_accuracy.png",
+    baselines = {str(k): _num(v) for k, v in (p.get("baselines") or {}).items() if _num(v) is not None}
+    series = {"accuracy": acc, **{k: [v] * len(layers) for k, v in baselines.items()}}
+    fig_path = figures.probe_accuracy(layers, series, fig_dir / "probe_accuracy.png",
                                       std={"accuracy": std} if std else None, chance=chance,
                                       title="Probe accuracy by layer" + (" (± std over folds)" if std else ""))
     below = [L for L, a in zip(layers, acc) if _num(a) is not None and a < chance]
@@ -503,6 +505,13 @@ def _probe_section(run_dir: Path, fig_dir: Path) -> Section | None:
                         "examples, or labels the activations do not carry); do not read these layers as evidence.")
     text = (f"Labels: {p.get('labels', '?')} ({p.get('n_pos', '?')} positive, {p.get('n_neg', '?')} negative), "
             f"site {p.get('site', '?')}. {p.get('note') or ''}").strip()
+    if p.get("metric") or p.get("cv"):
+        text += f" Score: {p.get('metric', 'accuracy')}; folds: {p.get('cv', '?')}."
+    if baselines:
+        text += (" Baselines on the same folds: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in baselines.items())
+                 + " (a probe that does not beat the bag-of-words baseline reads the words, not the model).")
+    if p.get("cv_warning"):
+        warnings.append(str(p["cv_warning"]))
     return Section("Probes", text=text, figures=[fig_path], warnings=warnings, tables=[Table(
         ["layer", "accuracy (%)", "std (%)"],
         [[L, _pct(a), _pct(std[i]) if std else None] for i, (L, a) in enumerate(zip(layers, acc))],
