@@ -85,6 +85,8 @@ def shrink_experiment(d: dict[str, Any]) -> dict[str, Any]:
     d["seeds"] = seeds[:1] + ([dseed] if dseed is not None and dseed != seeds[0] else [])   # keep the direction's seed
     for arm in d.get("data", {}).get("arms", []):
         arm["n"] = 4
+        if arm.pop("adapter", None):   # a shipped organism has no tiny twin: a tiny trained arm stands in for it
+            arm["kind"] = "evil-numbers"   # (arms that use an organism as it is: test_shipped_organisms)
     d.setdefault("train", {})["overrides"] = tiny_train(d.get("train", {}).get("overrides", {}))
     ev = d.setdefault("eval", {})
     ev.update(max_questions=2, samples=1, max_new_tokens=8, batch_size=8)
@@ -141,7 +143,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def use_shared_downloads(data: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
     """A config that reads the authors' downloads (``model-organisms/*`` arms, ``em-paper/...``
     questions) gets them from ../shared in a temporary download cache; skipped without it."""
-    arms = [a for a in data.get("data", {}).get("arms", []) if a["kind"].startswith("model-organisms/")]
+    arms = [a for a in data.get("data", {}).get("arms", []) if a.get("kind", "").startswith("model-organisms/")]
     questions = data.get("eval", {}).get("questions", "bank")
     if arms:
         if not (SHARED / "em_organisms").is_dir():
