@@ -79,6 +79,7 @@ eval:
 interp:
   directions: {layers: [1, 2]}
   steering: {layers: [1], alphas: [0.0, 4.0]}
+  ablation: {layers: [2]}
 """
 
 
