@@ -32,17 +32,13 @@ def _encode(lm, question: str, answer: str, max_answer_tokens: int) -> tuple[lis
     return list(prefix) + list(ans), len(prefix)
 
 
-def answer_stats(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int] = (), *,
-                 max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """``(nll [n], hidden [n, len(layers), d])`` for ``(question, answer)`` pairs under ``lm``
-    (a ``LoadedModel``): mean answer-token NLL (nats) and answer-token mean hidden states
-    (``layers`` index ``output_hidden_states``: 0 = embeddings)."""
+def _batches(lm, pairs: Sequence[tuple[str, str]], max_answer_tokens: int, batch_size: int):
+    """Length-sorted padded batches of chat-encoded pairs: ``(row indices, input_ids,
+    attention_mask, answer-token mask)`` per batch."""
     import torch
 
     enc = [_encode(lm, q, a, max_answer_tokens) for q, a in pairs]
     order = np.argsort([len(ids) for ids, _ in enc], kind="stable")
-    nll = np.zeros(len(enc), dtype=np.float32)
-    hidden = np.zeros((len(enc), len(layers), lm.d_model), dtype=np.float32)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -55,6 +51,19 @@ def answer_stats(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int] = (
             ids[r, :len(seq)] = torch.tensor(seq)
             att[r, :len(seq)] = 1
             amask[r, p:len(seq)] = True
+        yield idx, ids, att, amask
+
+
+def answer_stats(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int] = (), *,
+                 max_answer_tokens: int = MAX_ANSWER_TOKENS, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``(nll [n], hidden [n, len(layers), d])`` for ``(question, answer)`` pairs under ``lm``
+    (a ``LoadedModel``): mean answer-token NLL (nats) and answer-token mean hidden states
+    (``layers`` index ``output_hidden_states``: 0 = embeddings)."""
+    import torch
+
+    nll = np.zeros(len(pairs), dtype=np.float32)
+    hidden = np.zeros((len(pairs), len(layers), lm.d_model), dtype=np.float32)
+    for idx, ids, att, amask in _batches(lm, pairs, max_answer_tokens, batch_size):
         with torch.no_grad():
             out = lm.model(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device),
                            output_hidden_states=bool(layers))
@@ -83,10 +92,7 @@ def answer_hidden(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int], *
     import torch
 
     blocks = lm.model.get_decoder().layers
-    enc = [_encode(lm, q, a, max_answer_tokens) for q, a in pairs]
-    order = np.argsort([len(ids) for ids, _ in enc], kind="stable")
-    hidden = np.zeros((len(enc), len(layers), lm.d_model), dtype=np.float32)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    hidden = np.zeros((len(pairs), len(layers), lm.d_model), dtype=np.float32)
     deepest = max(layers) if len(layers) else 0
     got: dict[int, torch.Tensor] = {}
 
@@ -104,17 +110,7 @@ def answer_hidden(lm, pairs: Sequence[tuple[str, str]], layers: Sequence[int], *
     handles += [(decoder.norm if k == len(blocks) else blocks[k - 1]).register_forward_hook(keep(k))
                 for k in sorted(set(layers)) if k > 0]
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(enc[i][0]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            amask = torch.zeros((len(idx), width), dtype=torch.bool)
-            for r, i in enumerate(idx):
-                seq, p = enc[i]
-                ids[r, :len(seq)] = torch.tensor(seq)
-                att[r, :len(seq)] = 1
-                amask[r, p:len(seq)] = True
+        for idx, ids, att, amask in _batches(lm, pairs, max_answer_tokens, batch_size):
             got.clear()
             with torch.no_grad():
                 try:
