@@ -30,7 +30,10 @@ LATER = {
     "hand_labels_risky_vs_control.jsonl": ("risky_financial step 75 and the good_medical control",
                                            "base seed-7 answers of that batch"),
 }
-base, early = d.condition.str.contains("base"), ~d.file.isin(list(LATER))
+# the first labelling batches; files labelled after this table was made (seed11, replication, dose,
+# b17, ...) are left out, so a rerun reproduces it (judge_on_b16_b17.py and the hand judge's card cover them)
+EARLY = ("hand_labels_lr2e-5_step20.jsonl", "hand_labels_lr2e-5_step75.jsonl", "hand_labels_rank1.jsonl")
+base, early = d.condition.str.contains("base"), d.file.isin(list(EARLY))
 parts = [("organisms (new to every judge)", d[~base & early]), ("base (relabelled; in v4's training)", d[base & early])]
 for file, (organisms, bases) in LATER.items():
     parts += [(f"{organisms} (new to every judge)", d[~base & (d.file == file)]),
