@@ -9,10 +9,11 @@ run see them) and raise ``ConfigError`` naming file:line and field:
 - layers (directions, steering, ablation, probes, monitoring, LoRA, proximity) inside the
   model's layer count, read from its ``config.json`` without loading weights (tiny models,
   pulled registry models, local folders; a model not available offline is not checked);
-- steering layers inside the direction's layers (a direction is only applied at the
-  layers it was extracted for);
+- steering and ablation layers inside the direction's layers (a direction is only applied at
+  the layers it was extracted for; ablation at every layer needs a direction at every layer);
 - the judge: a kind ``eval.load_judge`` knows, and valid for every language evaluated
-  (``JUDGE_LANGUAGES``, read from ``eval.judges``: the ``distilled`` judge is English-only).
+  (``JUDGE_LANGUAGES``, read from ``eval.judges``: the ``distilled`` judge is English-only);
+- an arm's ``adapter``: a folder or a shipped organism of the experiment's model.
 """
 
 from __future__ import annotations
@@ -155,6 +156,22 @@ def check_experiment(cfg: Any, *, file: str | Path | None = None, lines: dict[st
                 fail(name, f"layer {missing[0]} is not among interp.directions.layers {sorted(have)}")
     languages = sorted({q_lang for q_lang in (cfg.eval.languages or _question_languages(cfg))})
     check_judge_kind(cfg.eval.judge, languages, fail, "eval.judge")
+    check_arm_adapters(cfg, Path(file).parent if file else None, fail)
+
+
+def check_arm_adapters(cfg: Any, config_dir: Path | None, fail: Fail) -> None:
+    """Each arm's ``adapter`` names a folder or a shipped organism of the experiment's model
+    (``pipeline.common.arm_adapter``); a ``tiny:`` base is made in the run, so it is checked there."""
+    if cfg.model.startswith("tiny:"):
+        return
+    from em_interp.pipeline.common import arm_adapter
+
+    for i, arm in enumerate(cfg.data.arms):
+        if arm.adapter:
+            try:
+                arm_adapter(cfg.model, arm.adapter, config_dir)
+            except ConfigError as e:
+                fail(f"data.arms[{i}].adapter", e.message)
 
 
 def _question_languages(cfg: Any) -> list[str]:
@@ -181,5 +198,5 @@ def check_transfer(cfg: Any, *, file: str | Path | None = None, lines: dict[str,
     check_judge_kind(cfg.judge.kind, cfg.languages, fail, "judge.kind")
 
 
-__all__ = ["check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
+__all__ = ["check_arm_adapters", "check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
            "check_transfer", "model_layer_count"]

@@ -270,14 +270,6 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     for fieldname, ref in refs.items():
         if ref is not None and ref not in names:
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
-    for i, arm in enumerate(cfg.data.arms):
-        if arm.adapter and not cfg.model.startswith("tiny:"):   # a tiny base is made in the run: checked there
-            from em_interp.pipeline.common import arm_adapter
-
-            try:
-                arm_adapter(cfg.model, arm.adapter, path.parent if path else None)
-            except ConfigError as e:
-                fail(f"data.arms[{i}].adapter", e.message)
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
         fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
     if cfg.interp.monitor.enabled and not cfg.eval.checkpoints:

@@ -585,13 +585,12 @@ def stage_probes(ctx: RunContext) -> dict[str, Any]:
     probe_set = train_probes(P, N, folds=min(pc.cv_folds, k), meta={"model": lm.name, "site_kind": site},
                              pool_models=labels == "arm", **probe_inputs(pos, neg))
     save_probes(probe_set, ctx.stage_dir)
-    by_layer = probe_set.accuracy_by_layer()
-    curve = probe_set.curve()
+    curve = probe_set.curve()            # per-layer balanced accuracy, std over folds, same-fold baselines
     out = {"labels": labels, "note": note, "n_pos": len(pos), "n_neg": len(neg), "site": site,
            "metric": "balanced accuracy (out of fold)", "cv": probe_set.meta.get("cv"),
            "cv_warning": probe_set.meta.get("cv_warning"),
-           "layers": [int(r[0]) for r in by_layer], "accuracy": [float(r[1]) for r in by_layer],
-           "std": [float(r[2]) for r in by_layer], "chance": curve["chance"],
+           "layers": [int(x) for x in curve["layers"]], "accuracy": [float(x) for x in curve["accuracy"]["probe"]],
+           "std": [float(x) for x in curve["std"]["probe"]], "chance": curve["chance"],
            "baselines": {name: vals[0] for name, vals in curve["accuracy"].items() if name != "probe" and vals}}
     write_json_atomic(ctx.stage_dir / "accuracy.json", out)
     best = max(range(len(out["accuracy"])), key=lambda i: out["accuracy"][i])

@@ -183,10 +183,22 @@ def _overall(entry: dict) -> dict:
 
 
 def _calibrated(entry: Any) -> dict | None:
-    """The judge-calibrated share the eval stage recorded (``summary.calibrated``), if the judge has one."""
+    """The judge-calibrated share the eval stage recorded (``summary.calibrated``), if the judge has
+    one, under the keys of the steering / ablation rows (``calibrated_share``, ``_low``, ``_high``)."""
     s = entry.get("summary") if isinstance(entry, dict) else None
     c = s.get("calibrated") if isinstance(s, dict) else None
-    return c if isinstance(c, dict) and c.get("calibrated") else None
+    if not (isinstance(c, dict) and c.get("calibrated")):
+        return None
+    return {"calibrated_share": c.get("share"), "calibrated_low": c.get("low"), "calibrated_high": c.get("high"),
+            "method": c.get("method")}
+
+
+CALIBRATED_COLUMNS = ["calibrated (%)", "cal. CI low (%)", "cal. CI high (%)"]
+
+
+def _calibrated_cells(r: dict, show: bool) -> list:
+    """A row's judge-calibrated share and CI (steering / ablation: ``pipeline.common.overall``; eval: ``_calibrated``), if shown."""
+    return [_pct(r.get("calibrated_share")), _pct(r.get("calibrated_low")), _pct(r.get("calibrated_high"))] if show else []
 
 
 def _share_n(o: dict) -> Any:
@@ -233,19 +245,16 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
             raise ReportError("expected an object", file=path, field=f"models.{key}")
         o = _overall(entry)
         share = o.get("misaligned_share")
-        c = cal[key] or {}
-        rows.append([key, entry.get("arm"), entry.get("seed"), entry.get("step"), _pct(share), _pct(o.get("ci_low")),
-                     _pct(o.get("ci_high"))]
-                    + ([_pct(c.get("share")), _pct(c.get("low")), _pct(c.get("high"))] if show_cal else [])
-                    + [_pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
-                       _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
-                    + [_num((entry.get("code") or {}).get(k)) for k in code_keys])
         answers = run_dir / "eval" / f"{key}.jsonl"
         judged = load_judged(answers, s.get("judge")) if answers.is_file() and (
             entry.get("step") is None or "n_coherent" not in o) else []
         if "n_coherent" not in o and judged:  # older summaries: the denominator from the answers
             o["n_den"] = (answer_stats(judged, th) or {}).get("n_coherent", o["n_den"])
-            rows[-1][14 if show_cal else 11] = o["n_den"]
+        rows.append([key, entry.get("arm"), entry.get("seed"), entry.get("step"), _pct(share), _pct(o.get("ci_low")),
+                     _pct(o.get("ci_high"))] + _calibrated_cells(cal[key] or {}, show_cal)
+                    + [_pct(o.get("coherent_share")), _pct(o.get("coherent_lo")),
+                       _pct(o.get("coherent_hi")), _num(o.get("mean_aligned")), o["n_den"], o.get("n")]
+                    + [_num((entry.get("code") or {}).get(k)) for k in code_keys])
         if entry.get("step") is None:
             zero.append((key, share, o["n_den"]))
             bars.append((f"{key}\n(n = {o['n_den']})" if o["n_den"] is not None else key, o, cal[key] or {}))
@@ -258,9 +267,9 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
                       "value": [_num(b[1].get("misaligned_share")) for b in bars],
                       "lo": [_num(b[1].get("ci_low")) for b in bars], "hi": [_num(b[1].get("ci_high")) for b in bars]}}
         if show_cal:
-            panels["misaligned share (%), calibrated"] = {"value": [_num(b[2].get("share")) for b in bars],
-                                                          "lo": [_num(b[2].get("low")) for b in bars],
-                                                          "hi": [_num(b[2].get("high")) for b in bars]}
+            panels["misaligned share (%), calibrated"] = {"value": [_num(b[2].get("calibrated_share")) for b in bars],
+                                                          "lo": [_num(b[2].get("calibrated_low")) for b in bars],
+                                                          "hi": [_num(b[2].get("calibrated_high")) for b in bars]}
         panels["coherent share (%)"] = {"value": [_num(b[1].get("coherent_share")) for b in bars],
                                         "lo": [_num(b[1].get("coherent_lo")) for b in bars],
                                         "hi": [_num(b[1].get("coherent_hi")) for b in bars]}
@@ -285,7 +294,7 @@ def _eval_section(run_dir: Path, fig_dir: Path, summary: dict | None) -> Section
                  "a joint bootstrap over questions and the judge's calibration set), the number to quote; "
                  "'misaligned' counts the judge's hard labels and inherits its errors.")
     cols = (["model", "arm", "seed", "step", "misaligned (%)", "CI low (%)", "CI high (%)"]
-            + (["calibrated (%)", "cal. CI low (%)", "cal. CI high (%)"] if show_cal else [])
+            + (CALIBRATED_COLUMNS if show_cal else [])
             + ["coherent (%)", "coh. CI low (%)", "coh. CI high (%)", "mean aligned", "n", "sampled"]
             + [f"code: {k}" for k in code_keys])
     warn = zero_event_warning(zero)
@@ -424,14 +433,6 @@ def _steering_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
         ["target", "direction", "layer", "α", "misaligned (%)", "CI low (%)", "CI high (%)"]
         + (CALIBRATED_COLUMNS if cal_cols else []) + ["coherent (%)", "coh. CI low (%)",
          "coh. CI high (%)", "n", "α / mean ‖resid‖"], table_rows, caption="Steering sweep")])
-
-
-CALIBRATED_COLUMNS = ["calibrated (%)", "cal. CI low (%)", "cal. CI high (%)"]
-
-
-def _calibrated_cells(r: dict, show: bool) -> list:
-    """A steering / ablation row's judge-calibrated share and CI (``pipeline.common.overall``), if shown."""
-    return [_pct(r.get("calibrated_share")), _pct(r.get("calibrated_low")), _pct(r.get("calibrated_high"))] if show else []
 
 
 ABLATION_LABELS = {"none": "no ablation", "direction": "ablate direction"}

@@ -93,16 +93,9 @@ def make(c: float = C):
 
 
 def oof(X, y, rows, groups, folds: int = FOLDS, c: float = C) -> np.ndarray:
-    """Out-of-fold probabilities for every row (folds over ``groups``; a fold trains on its ``rows``)."""
-    from sklearn.model_selection import GroupKFold
-
-    out = np.full(len(y), np.nan)
-    for tr, te in GroupKFold(n_splits=min(folds, len(set(groups)))).split(X, y, groups):
-        tr = tr[rows[tr]]
-        if len(set(y[tr])) < 2:
-            continue
-        out[te] = make(c).fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
-    return out
+    """Out-of-fold probabilities for every row (``train_distilled.cross_fit``: folds over
+    ``groups``, at most one per group; a fold trains on its ``rows``)."""
+    return T.cross_fit(X, y, groups, True, 0, folds=min(folds, len(set(groups))), make=lambda: make(c), mask=rows)
 
 
 def shuffled(text: str, rng: np.random.Generator) -> str:
