@@ -397,3 +397,49 @@ def test_pipeline_arm_uses_an_organism_as_it_is(organisms, tmp_path):
     bad["data"]["arms"][0].update(adapter="toy", kind="evil-numbers")
     with pytest.raises(ConfigError, match="either kind .* or adapter"):
         experiment_from_dict(bad)
+
+
+def test_transfer_source_uses_an_organism_as_it_is(organisms, tmp_path):
+    """A transfer source with ``adapter`` (and the language it was trained in) is not built or
+    trained: the train stage records the organism (its card's sha256 in the manifest) and the
+    eval stage samples it beside the base. It needs its language; a bad name is one config error."""
+    from rich.console import Console
+
+    from em_interp.errors import ConfigError
+    from em_interp.pipeline.checks import check_transfer
+    from em_interp.pipeline.transfer_stages import run_transfer
+    from em_interp.transfer import transfer_config_from_dict
+
+    cfg = {"name": "organism_source", "model": BASE,
+           "sources": [{"name": "toy", "adapter": "toy", "language": "en"}],
+           "targets": ["en"],
+           "eval": {"questions_per_language": 1, "samples": 1, "max_new_tokens": 3, "batch_size": 4},
+           "judge": {"kind": "distilled"},
+           "directions": {"enabled": False}, "proximity": {"representation": False, "n_permutations": 10},
+           "n_boot": 20}
+    res = run_transfer(transfer_config_from_dict(cfg), root=tmp_path / "runs",
+                       console=Console(file=open("/dev/null", "w")))
+    run_dir = Path(res.run_dir)
+    train = json.loads((run_dir / "train" / ".done.json").read_text())["summary"]["models"]
+    assert [(m["source"], m["organism"], m["pretrained"]) for m in train] == [("toy", NAME, True)]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["adapters"] == {"toy": json.loads((organisms / NAME / CARD).read_text())["sha256"]}
+    assert not list((run_dir / "data").glob("toy*.jsonl"))
+    answers = {m: [r["answer"] for r in map(json.loads, (run_dir / "eval" / m / "en.jsonl").read_text().splitlines())
+                   if "answer" in r] for m in ("base", "toy")}
+    assert answers["base"] and answers["toy"]
+
+    def check(c):
+        check_transfer(transfer_config_from_dict(c))
+
+    bad = copy.deepcopy(cfg)
+    bad["sources"][0]["adapter"] = "nope"
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.adapter.*neither a folder nor a shipped organism"):
+        check(bad)
+    del bad["sources"][0]["language"]
+    bad["sources"][0]["adapter"] = "toy"
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.language.*the language it was trained in"):
+        check(bad)
+    bad["sources"][0].update(language="en", kind="bad-advice")
+    with pytest.raises(ConfigError, match="either kind .* or adapter"):
+        check(bad)

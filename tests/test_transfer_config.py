@@ -48,6 +48,8 @@ BASE = "name: t\nsources:\n  - {kind: bad-advice, language: en, n: 4}\n"
     ("directions:\n  source: nope\n", r"field 'directions\.source': no source labelled 'nope'", 5),
     ("eval:\n  samples: 0\n", r"t\.yaml:5: .*samples and code_samples must be >= 1", 5),
     ("bogus: 1\n", r"field 'bogus': unknown field", 4),
+    ("targets: [en, de]\ndirections:\n  ablation_directions: [en, fr]\n",
+     r"t\.yaml:6: field 'directions\.ablation_directions\[1\]': 'fr' is not a language target", 6),
 ])
 def test_bad_fields_name_file_line_field(tmp_path, extra, match, line):
     with pytest.raises(ConfigError, match=match) as info:
@@ -67,6 +69,11 @@ def test_source_checks(tmp_path):
     cfg = transfer_config_from_dict({"name": "t", "sources": [{"kind": "insecure"}, {"kind": "offensive",
                                                                                     "language": "de"}]})
     assert [s.label for s in cfg.sources] == ["insecure", "offensive/de"]
+    # an adapter source: no kind, no options, its training language required (its name checked by check_transfer)
+    cfg = transfer_config_from_dict({"name": "t", "sources": [{"adapter": "risky-financial", "language": "en"}]})
+    assert cfg.sources[0].label == "risky-financial/en" and cfg.sources[0].kind == ""
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.options'.*takes no options"):
+        transfer_config_from_dict({"name": "t", "sources": [{"adapter": "x", "language": "en", "options": {"a": 1}}]})
     assert cfg.languages == ["en", "fr", "de", "es", "zh", "ru"]
 
 

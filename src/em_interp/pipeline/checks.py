@@ -13,7 +13,7 @@ run see them) and raise ``ConfigError`` naming file:line and field:
   the layers it was extracted for; ablation at every layer needs a direction at every layer);
 - the judge: a kind ``eval.load_judge`` knows, and valid for every language evaluated
   (``JUDGE_LANGUAGES``, read from ``eval.judges``: the ``distilled`` judge is English-only);
-- an arm's ``adapter``: a folder or a shipped organism of the experiment's model.
+- an arm's or a transfer source's ``adapter``: a folder or a shipped organism of the experiment's model.
 """
 
 from __future__ import annotations
@@ -156,22 +156,25 @@ def check_experiment(cfg: Any, *, file: str | Path | None = None, lines: dict[st
                 fail(name, f"layer {missing[0]} is not among interp.directions.layers {sorted(have)}")
     languages = sorted({q_lang for q_lang in (cfg.eval.languages or _question_languages(cfg))})
     check_judge_kind(cfg.eval.judge, languages, fail, "eval.judge")
-    check_arm_adapters(cfg, Path(file).parent if file else None, fail)
+    check_adapters(cfg.model, [(f"data.arms[{i}].adapter", a.adapter) for i, a in enumerate(cfg.data.arms)],
+                   Path(file).parent if file else None, fail)
 
 
-def check_arm_adapters(cfg: Any, config_dir: Path | None, fail: Fail) -> None:
-    """Each arm's ``adapter`` names a folder or a shipped organism of the experiment's model
-    (``pipeline.common.arm_adapter``); a ``tiny:`` base is made in the run, so it is checked there."""
-    if cfg.model.startswith("tiny:"):
+def check_adapters(model: str, adapters: Sequence[tuple[str, str | None]], config_dir: Path | None,
+                   fail: Fail) -> None:
+    """Each ``(field, adapter)`` with an adapter (an arm's or a transfer source's) names a folder or a
+    shipped organism of ``model`` (``pipeline.common.arm_adapter``); a ``tiny:`` base is made in the
+    run, so it is checked there."""
+    if model.startswith("tiny:"):
         return
     from em_interp.pipeline.common import arm_adapter
 
-    for i, arm in enumerate(cfg.data.arms):
-        if arm.adapter:
+    for fieldpath, adapter in adapters:
+        if adapter:
             try:
-                arm_adapter(cfg.model, arm.adapter, config_dir)
+                arm_adapter(model, adapter, config_dir)
             except ConfigError as e:
-                fail(f"data.arms[{i}].adapter", e.message)
+                fail(fieldpath, e.message)
 
 
 def _question_languages(cfg: Any) -> list[str]:
@@ -196,7 +199,9 @@ def check_transfer(cfg: Any, *, file: str | Path | None = None, lines: dict[str,
     if d.enabled and d.layer is not None and d.layers is not None and d.layer not in d.layers:
         fail("directions.layer", f"layer {d.layer} is not among directions.layers {d.layers}")
     check_judge_kind(cfg.judge.kind, cfg.languages, fail, "judge.kind")
+    check_adapters(cfg.model, [(f"sources[{i}].adapter", s.adapter) for i, s in enumerate(cfg.sources)],
+                   Path(file).parent if file else None, fail)
 
 
-__all__ = ["check_arm_adapters", "check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
+__all__ = ["check_adapters", "check_experiment", "check_judge_kind", "check_layers", "check_model_spec",
            "check_transfer", "model_layer_count"]

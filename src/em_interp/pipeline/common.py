@@ -116,6 +116,28 @@ def arm_adapter(model: str, adapter: str, config_dir: Path | None = None, *,
     return {"organism": org.name}
 
 
+def config_dir(ctx: RunContext) -> Path | None:
+    """The folder of the run's config file (relative paths in the config are relative to it)."""
+    p = ctx.manifest.data.get("config_path")
+    return Path(p).parent if p else None
+
+
+def pretrained(ctx: RunContext, adapter: str, key: str, field: str) -> dict[str, Any]:
+    """A train-stage record of an already trained model used as it is (an arm's or a source's
+    ``adapter``, ``arm_adapter``): its adapter hash (a shipped organism's card sha256, else the
+    folder's ``adapter_hash``) goes into the manifest under ``adapters[key]``."""
+    from em_interp.models import adapter_hash
+    from em_interp.models.shipped import find_organism
+
+    rec = arm_adapter(base_model_ref(ctx), adapter, config_dir(ctx), field=field)
+    sha = find_organism(rec["organism"]).card["sha256"] if "organism" in rec else adapter_hash(Path(rec["adapter"]))
+    ctx.log(f"{key}: using {rec.get('organism') or rec.get('adapter')} as it is (not trained)")
+    ctx.manifest.data.setdefault("adapters", {})[key] = sha
+    ctx.manifest.save()
+    return {"pretrained": True, "adapter": rec.get("adapter"), "organism": rec.get("organism"), "model_dir": None,
+            "checkpoints": [], "final_loss": None}
+
+
 def finetune(ctx: RunContext, data: Path, out: Path, seed: int, overrides: dict[str, Any],
              prefix: str) -> dict[str, Any]:
     """One ``train.train`` run of the base model on ``data`` (resumes a partial run in ``out``);

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from em_interp.errors import ConfigError, EmInterpError
-from em_interp.pipeline.common import (append_row, arm_adapter, base_model_ref, finetune, load, load_judge, overall,
-                                       read_rows, record_base_model, write_rows)
+from em_interp.pipeline.common import (append_row, base_model_ref, config_dir, finetune, load, load_judge, overall,
+                                       pretrained, read_rows, record_base_model, write_rows)
 from em_interp.pipeline.manifest import read_json, write_json_atomic
 from em_interp.pipeline.runner import RunContext, Stage
 
@@ -119,16 +119,11 @@ def stage_data(ctx: RunContext) -> dict[str, Any]:
         ctx.log(f"building {arm.kind} x {arm.n} -> {out.name}")
         card = build_dataset(arm.kind, arm.n, cfg.data.seed, out, **arm.options)
         cards[arm.name] = {k: card.get(k) for k in ("kind", "n", "sha256", "bandit") if k in card}
-    questions = eval_questions(cfg, config_dir=_config_dir(ctx))
+    questions = eval_questions(cfg, config_dir=config_dir(ctx))
     write_json_atomic(ctx.stage_dir / "questions.json", [asdict(q) for q in questions])
     record_base_model(ctx)
     return {"arms": cards, "questions": len(questions),
             "paraphrases": sum(len(q.paraphrases) for q in questions)}
-
-
-def _config_dir(ctx: RunContext) -> Path | None:
-    p = ctx.manifest.data.get("config_path")
-    return Path(p).parent if p else None
 
 
 def read_questions(ctx: RunContext) -> list[Any]:
@@ -164,23 +159,13 @@ def split_questions(question_ids: list[str], heldout_share: float, seed: int) ->
 def stage_train(ctx: RunContext) -> dict[str, Any]:
     """One finetune per arm and seed (the train package resumes partial runs itself); an arm with
     ``adapter`` is recorded as it is (once, under the first seed), not trained."""
-    from em_interp.models import adapter_hash
-    from em_interp.models.shipped import find_organism
-
     cfg = ctx.cfg
     models = []
     for arm in cfg.data.arms:
         if arm.adapter:
             seed = cfg.seeds[0]
-            rec = arm_adapter(base_model_ref(ctx), arm.adapter, _config_dir(ctx), field=f"data.arms.{arm.name}.adapter")
-            org = find_organism(rec["organism"]) if "organism" in rec else None
-            ctx.log(f"arm {arm.name}: using {rec.get('organism') or rec.get('adapter')} as it is (not trained)")
-            ctx.manifest.data.setdefault("adapters", {})[f"{arm.name}/seed-{seed}"] = (
-                org.card["sha256"] if org is not None else adapter_hash(Path(rec["adapter"])))
-            ctx.manifest.save()
-            models.append({"key": f"{arm.name}.seed-{seed}", "arm": arm.name, "seed": seed, "pretrained": True,
-                           "adapter": rec.get("adapter"), "organism": rec.get("organism"), "model_dir": None,
-                           "checkpoints": [], "final_loss": None})
+            rec = pretrained(ctx, arm.adapter, f"{arm.name}/seed-{seed}", f"data.arms.{arm.name}.adapter")
+            models.append({"key": f"{arm.name}.seed-{seed}", "arm": arm.name, "seed": seed, **rec})
             continue
         for seed in cfg.seeds:
             out = ctx.stage_dir / arm.name / f"seed-{seed}"

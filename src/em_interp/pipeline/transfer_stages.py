@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from em_interp.errors import EmInterpError
-from em_interp.pipeline.common import (clean_json, finetune, load, load_judge, read_rows, record_base_model,
-                                       write_rows)
+from em_interp.pipeline.common import (clean_json, finetune, load, load_judge, pretrained, read_rows,
+                                       record_base_model, write_rows)
 from em_interp.pipeline.manifest import read_json, write_json_atomic
 from em_interp.pipeline.runner import RunContext, RunResult, Stage, run_config
 from em_interp.transfer.config import CODE_TARGET, TransferConfig, load_transfer_config, source_language
@@ -62,12 +62,15 @@ def _free() -> None:
 
 
 def stage_data(ctx: RunContext) -> dict[str, Any]:
-    """One training set per source (``data.build_dataset``)."""
+    """One training set per source (``data.build_dataset``); an ``adapter`` source has none."""
     from em_interp.data import build_dataset
 
     cfg: TransferConfig = ctx.cfg
     cards = {}
     for s in cfg.sources:
+        if s.adapter:
+            cards[s.label] = {"adapter": s.adapter}
+            continue
         opts = dict(s.options)
         if s.language is not None:
             opts["language"] = s.language
@@ -79,10 +82,15 @@ def stage_data(ctx: RunContext) -> dict[str, Any]:
 
 
 def stage_train(ctx: RunContext) -> dict[str, Any]:
-    """One finetune per source (``train.train``, resumes a partial run)."""
+    """One finetune per source (``train.train``, resumes a partial run); an ``adapter`` source is
+    recorded as it is, not trained."""
     cfg: TransferConfig = ctx.cfg
     models = []
-    for s in cfg.sources:
+    for i, s in enumerate(cfg.sources):
+        if s.adapter:
+            models.append({"source": s.label, "slug": s.slug,
+                           **pretrained(ctx, s.adapter, s.label, f"sources[{i}].adapter")})
+            continue
         ctx.log(f"finetuning {s.label}")
         rec = finetune(ctx, ctx.dir("data") / f"{s.slug}.jsonl", ctx.stage_dir / s.slug, cfg.seed, dict(cfg.train),
                        prefix="train")
@@ -277,8 +285,9 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
 
 
 def stage_ablation(ctx: RunContext) -> dict[str, Any]:
-    """The finetune's answers in each target with each language's direction ablated, and with a
-    random direction of the same per-layer norms (the control)."""
+    """The finetune's answers in each target with each language's direction ablated (or those of
+    ``directions.ablation_directions``), and with a random direction of the same per-layer norms
+    (the control)."""
     from em_interp.interp import Direction, ablate, random_direction_like
 
     cfg: TransferConfig = ctx.cfg
@@ -288,6 +297,12 @@ def stage_ablation(ctx: RunContext) -> dict[str, Any]:
     if not langs:
         raise EmInterpError("no per-language directions to ablate (see directions/languages.json 'skipped')",
                             field="directions")
+    if d.ablation_directions is not None:
+        missing = [t for t in d.ablation_directions if t not in langs]
+        if missing:
+            raise EmInterpError(f"no {missing[0]} direction to ablate (see directions/languages.json 'skipped')",
+                                field="directions.ablation_directions")
+        langs = list(d.ablation_directions)
     ft = load(ctx, _target(ctx, _direction_source(cfg)))
     dirs = {t: Direction.load(ctx.dir("directions") / t, ft) for t in langs}
     dirs["random"] = random_direction_like(next(iter(dirs.values())), seed=cfg.seed)

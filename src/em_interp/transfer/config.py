@@ -27,16 +27,24 @@ class SourceSpec:
 
     ``language`` is passed to prose kinds (bad-advice, offensive, ...); code kinds
     (insecure, secure, educational, ...) are the ``python`` format and take none.
+    Or, with ``adapter``, an already trained model used as the source (no data, no training): a
+    shipped organism's name (``em-interp models list``; ``ADAPTER`` alone means one on the
+    experiment's model) or a peft adapter folder (relative to the config file or absolute);
+    ``language`` is then the language it was trained in (required).
     """
 
-    kind: str
+    kind: str = ""                              # a build_dataset kind (not with adapter)
     n: int = 200
     language: str | None = None
     name: str | None = None                     # label in matrices; default "kind/language" or "kind"
     options: dict[str, Any] = field(default_factory=dict)
     control: bool = False                       # a control source (secure, educational, aligned-advice): tested apart
+    adapter: str | None = None                  # a trained adapter instead of kind: organism name or folder
 
     def __post_init__(self) -> None:
+        if bool(self.kind) == bool(self.adapter):
+            raise ValueError(f"source {self.name or self.kind or self.adapter!r}: give either kind (a dataset to train "
+                             "on) or adapter (an organism or adapter folder to use as it is), not both or neither")
         if self.n < 1:
             raise ValueError(f"source {self.kind!r}: n must be >= 1, got {self.n}")
         if self.name is not None and (not self.name or any(c in self.name for c in "\\ :")):
@@ -46,7 +54,8 @@ class SourceSpec:
     def label(self) -> str:
         if self.name:
             return self.name
-        return f"{self.kind}/{self.language}" if self.language else self.kind
+        stem = self.kind or Path(str(self.adapter).rstrip("/")).name
+        return f"{stem}/{self.language}" if self.language else stem
 
     @property
     def slug(self) -> str:
@@ -108,6 +117,7 @@ class DirectionSpec:
     ablation: bool = True                       # misaligned share in B with A's direction ablated
     ablation_layers: list[int] | None = None    # None: every layer (plus the embeddings)
     ablation_targets: list[str] | None = None   # languages evaluated under ablation (None: all languages)
+    ablation_directions: list[str] | None = None  # languages whose direction is ablated (None: each one's)
 
 
 @dataclass
@@ -182,6 +192,17 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
     labels = [s.label for s in cfg.sources]
     for i, s in enumerate(cfg.sources):
         where = f"sources[{i}]"
+        if labels.count(s.label) > 1 or s.label == "base":
+            fail(f"{where}", f"source label {s.label!r} is duplicated or reserved; set a distinct `name:`")
+        if s.adapter:                             # resolved against the model in pipeline.checks.check_transfer
+            if s.language is None:
+                fail(f"{where}.language", "an adapter source needs the language it was trained in "
+                     f"({', '.join(LANGUAGES)}, or {CODE_TARGET} for code)")
+            if s.language not in (*LANGUAGES, CODE_TARGET):
+                fail(f"{where}.language", f"unknown language {s.language!r}; valid: {', '.join(LANGUAGES)}, {CODE_TARGET}")
+            if s.options:
+                fail(f"{where}.options", "an adapter source is not built or trained: it takes no options")
+            continue
         if s.kind not in KINDS:
             fail(f"{where}.kind", f"unknown dataset kind {s.kind!r}; valid: {', '.join(KINDS)}")
         takes_language = "language" in KINDS[s.kind].options
@@ -193,8 +214,6 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
             fail(f"{where}.language", f"unknown language {s.language!r}; valid: {', '.join(LANGUAGES)}")
         if "language" in s.options:
             fail(f"{where}.options.language", "set the source's language with `language:`, not in options")
-        if labels.count(s.label) > 1 or s.label == "base":
-            fail(f"{where}", f"source label {s.label!r} is duplicated or reserved; set a distinct `name:`")
     if not cfg.targets:
         fail("targets", "at least one target is required")
     for i, t in enumerate(cfg.targets):
@@ -210,9 +229,10 @@ def _check(cfg: TransferConfig, file: str | Path | None, lines: dict[str, int]) 
     if d.enabled:
         if d.source is not None and d.source not in labels:
             fail("directions.source", f"no source labelled {d.source!r}; sources: {labels}")
-        for i, t in enumerate(d.ablation_targets or []):
-            if t not in cfg.languages:
-                fail(f"directions.ablation_targets[{i}]", f"{t!r} is not a language target of {cfg.languages}")
+        for name in ("ablation_targets", "ablation_directions"):
+            for i, t in enumerate(getattr(d, name) or []):
+                if t not in cfg.languages:
+                    fail(f"directions.{name}[{i}]", f"{t!r} is not a language target of {cfg.languages}")
     if cfg.proximity.n_permutations < 10:
         fail("proximity.n_permutations", "use at least 10 permutations")
 
