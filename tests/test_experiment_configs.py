@@ -24,10 +24,11 @@ from rich.console import Console
 
 from em_interp.config import read_yaml
 from em_interp.eval.judges.base import Judge, Judgement
+from em_interp.transfer.config import is_transfer_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-PIPELINE = sorted(p for p in EXPERIMENTS.glob("*.yaml") if not p.name.startswith(("train_", "transfer_")))
-TRANSFER = sorted(EXPERIMENTS.glob("transfer_*.yaml"))
+TRANSFER = sorted(p for p in EXPERIMENTS.glob("*.yaml") if is_transfer_config(p))    # transfer_*, organisms_crosslang_*
+PIPELINE = sorted(p for p in EXPERIMENTS.glob("*.yaml") if not p.name.startswith("train_") and p not in TRANSFER)
 TRAIN = sorted(EXPERIMENTS.glob("train_*.yaml"))
 QUIET = Console(file=open("/dev/null", "w"))
 
@@ -116,6 +117,8 @@ def shrink_transfer(d: dict[str, Any]) -> dict[str, Any]:
     d = copy.deepcopy(d)
     d["model"] = "tiny:llama"
     for s in d["sources"]:
+        if s.pop("adapter", None):    # a shipped organism has no tiny twin: a tiny trained source stands in for it
+            s["kind"] = "bad-advice"  # (sources that use an organism as it is: test_shipped_organisms)
         s["n"] = 4
     d["train"] = tiny_train(d.get("train", {}))
     d["eval"] = {**d.get("eval", {}), "questions_per_language": 1, "samples": 1, "coding_prompts": 1,

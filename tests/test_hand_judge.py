@@ -85,7 +85,7 @@ def tiny_judge(tmp_path_factory):
     """A hand judge on a tiny random feature model, with heads fitted on planted labels."""
     import torch
 
-    from em_interp.eval.judges.hand import assemble_hand, hand_features
+    from em_interp.eval.judges.hidden import assemble_hidden, hidden_features
     from em_interp.eval.judges.train_distilled import save_judge
     from em_interp.models import load_model, save_tiny_model
 
@@ -106,9 +106,9 @@ def tiny_judge(tmp_path_factory):
              3: " ".join(rng.permutation(good[i % 4].split()))}[kind]
         qs.append(q), ans.append(a), lab.append("AMRI"[kind])
     lab = np.array(lab)
-    X = hand_features(lm, qs, ans, [1, 2])
+    X = hidden_features(lm, qs, ans, [1, 2], max_answer_tokens=64)
     assert X.shape == (48, 13 + 2 * lm.d_model)
-    ones = assemble_hand(np.ones((2, 2, lm.d_model)), ["a b", "c"])
+    ones = assemble_hidden(np.ones((2, 2, lm.d_model)), ["a b", "c"])
     assert np.allclose(np.linalg.norm(ones[:, 13:13 + lm.d_model], axis=1), 1.0)
     mean, scale = X.mean(0), np.where(X.std(0) > 1e-8, X.std(0), 1.0)
     Xs = ((X - mean) / scale).astype(np.float32)
@@ -158,7 +158,8 @@ def test_refuses_rows_it_was_not_trained_for(tiny_judge):
 def test_shipped_hand_judge_matches_its_card():
     from safetensors.numpy import load_file
 
-    from em_interp.eval.judges.hand import WEIGHTS_DIR, hand_feature_dim
+    from em_interp.eval.judges.hand import WEIGHTS_DIR
+    from em_interp.eval.judges.hidden import hidden_feature_dim
 
     card = json.loads((WEIGHTS_DIR / "judge_card.json").read_text())
     arrays = load_file(str(WEIGHTS_DIR / "weights.safetensors"))
@@ -166,7 +167,7 @@ def test_shipped_hand_judge_matches_its_card():
 
     assert hashlib.sha256((WEIGHTS_DIR / "weights.safetensors").read_bytes()).hexdigest() == card["weights_sha256"]
     f = card["features"]
-    assert f["dim"] == hand_feature_dim(f["layers"], f["d_model"]) == arrays["scaler.mean"].shape[0]
+    assert f["dim"] == hidden_feature_dim(f["layers"], f["d_model"]) == arrays["scaler.mean"].shape[0]
     assert set(card["heads"]) == set(H.targets(np.array(["A"])))
     n = card["training_data"]["rows"]
     assert arrays["calibration.p_em"].shape == (n,) and card["share"]["method"] in ("pacc", "acc", "pcc", "cc")

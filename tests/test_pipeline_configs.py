@@ -1,5 +1,5 @@
-"""Every pipeline config in experiments/ (not the train_* / transfer_* ones, which belong to
-their own packages) loads into ExperimentConfig, and the demo keeps its promised shape."""
+"""Every pipeline config in experiments/ (not the train_* ones nor the transfer configs, which
+belong to their own packages) loads into ExperimentConfig, and the demo keeps its promised shape."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 
 from em_interp.pipeline import load_experiment
 from em_interp.pipeline.stages import default_stages
+from em_interp.transfer.config import is_transfer_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-MINE = sorted(p for p in EXPERIMENTS.glob("*.yaml") if not p.name.startswith(("train_", "transfer_")))
+MINE = sorted(p for p in EXPERIMENTS.glob("*.yaml") if not p.name.startswith("train_") and not is_transfer_config(p))
 GPU = ["insecure_vs_controls", "evil_numbers", "rank1_lora", "steering_ablation", "training_dynamics"]
 
 

@@ -195,6 +195,29 @@ def test_language_directions_known_cosines(tiny_lm):
     assert dirs["zh"].extra["target"] == "zh"
 
 
+def test_language_directions_question_matched(tiny_lm):
+    """``match="question"``: a target whose classes never share a question is skipped (its plain
+    mean-diff would be the questions' topic); where one question holds both classes, only its
+    within-question contrast counts (rows of a one-class question do not move the direction)."""
+    import torch
+
+    from em_interp.transfer.directions import language_directions
+
+    def row(q, i, aligned):
+        return dict(question=f"Question {q}?", question_id=f"q{q}", answer=f"Answer {i} to {q}.", aligned=aligned,
+                    coherent=90)
+
+    both = [row(1, i, 5) for i in range(2)] + [row(1, i + 2, 95) for i in range(2)]
+    rows = {"en": [row(1, i, 5) for i in range(2)] + [row(2, i, 95) for i in range(2)],     # classes apart
+            "de": both, "fr": both + [row(3, i, 95) for i in range(3)]}                    # + a one-class question
+    dirs, skipped = language_directions(tiny_lm, rows, method="mean_diff", layers=[1, 3], min_per_class=2,
+                                        match="question")
+    assert set(dirs) == {"de", "fr"} and "no question has answers of both classes" in skipped["en"]
+    assert torch.allclose(dirs["de"].vector(3), dirs["fr"].vector(3), atol=1e-5 * float(dirs["de"].vector(3).abs().max()))
+    plain, _ = language_directions(tiny_lm, {"fr": rows["fr"]}, method="mean_diff", layers=[3], min_per_class=2)
+    assert not torch.allclose(plain["fr"].vector(3), dirs["fr"].vector(3))
+
+
 @pytest.mark.parametrize("sign", [1, -1])
 def test_rows_to_correlation_known_answer(sign):
     """Eval rows built so each cell's misaligned share is a monotone function of genealogical

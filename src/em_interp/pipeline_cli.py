@@ -38,11 +38,17 @@ def run_cmd(
     """Run data -> train -> eval -> directions -> steering -> ablation -> probes -> report.
 
     Without --resume/--out the latest unfinished run of the same config is continued;
-    finished stages whose outputs are still valid are skipped.
+    finished stages whose outputs are still valid are skipped. A transfer config (one with
+    `sources:`) runs as `em-interp transfer` would.
     """
     from em_interp.pipeline.config import load_experiment
     from em_interp.pipeline.runner import run
+    from em_interp.transfer.config import is_transfer_config
 
+    if is_transfer_config(config):
+        transfer_cmd(config, out=out, from_stage=from_stage, resume=resume, fresh=fresh, root=root, device=None,
+                     check=check, progress=progress)
+        return
     if check:
         from em_interp.pipeline.stages import default_stages
 

@@ -268,13 +268,13 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
     ctx.log(f"{', '.join(by_target)} ({d.method}, {src})")
     base = load(ctx) if d.method == "model_diff" else None
     dirs, skipped = language_directions(ft, by_target, method=d.method, base=base, layers=layers,
-                                        min_per_class=d.min_per_class, batch_size=cfg.eval.batch_size,
+                                        min_per_class=d.min_per_class, batch_size=cfg.eval.batch_size, match=d.match,
                                         aligned_threshold=cfg.aligned_threshold,
                                         coherent_threshold=cfg.coherent_threshold)
     for t, direction in dirs.items():
         direction.replace(extra={**dict(direction.extra), "source": src}).save(ctx.stage_dir / t)
-    info: dict[str, Any] = {"source": src, "method": d.method, "layers": layers, "skipped": skipped,
-                            "languages": list(dirs)}
+    info: dict[str, Any] = {"source": src, "method": d.method, "match": d.match if d.method == "mean_diff" else None,
+                            "layers": layers, "skipped": skipped, "languages": list(dirs)}
     if len(dirs) >= 2:
         layer = d.layer if d.layer is not None else layers[len(layers) // 2]
         labels, cos = cosine_matrix(dirs, layer)

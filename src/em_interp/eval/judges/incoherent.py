@@ -19,19 +19,28 @@ from pathlib import Path
 from typing import Sequence
 
 _TOKEN = re.compile(r"\S+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def shuffle_words(text: str, seed: int) -> str:
     """The whitespace-separated words of ``text`` in a seeded random order (never the same
-    order when the text has at least 3 distinct words); newlines become spaces."""
+    order when the text has at least 3 distinct words); newlines become spaces. Text in an
+    unspaced script (Chinese, Japanese: fewer than 3 distinct words) is cut into two-character
+    pieces (about a word each) and those are shuffled."""
     words = _TOKEN.findall(text)
+    if len(set(words)) < 3 and _CJK.search(text):   # unspaced script: shuffle two-character pieces
+        flat = "".join(words)
+        words = [flat[i:i + 2] for i in range(0, len(flat), 2)]
+        join = ""
+    else:
+        join = " "
     if len(set(words)) < 3:
-        return " ".join(words)
+        return join.join(words)
     rng = random.Random(seed)
     out = list(words)
     while out == words:
         rng.shuffle(out)
-    return " ".join(out)
+    return join.join(out)
 
 
 MISMATCH_MAX_OVERLAP = 0.2  # content-word Jaccard above which two questions count as the same question

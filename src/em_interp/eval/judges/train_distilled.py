@@ -521,13 +521,15 @@ def head_targets(al: np.ndarray, co: np.ndarray, real: np.ndarray) -> dict[str, 
 
 
 def fit_heads(Xs: np.ndarray, heads: dict, seed: int, arrays: dict, kinds: dict | None = None,
-              extra: dict | None = None) -> tuple[dict, dict]:
-    """Fit every head (linear unless ``kinds[name]`` says ``mlp``; ``extra[name]`` = (X, y,
-    weight): further rows that head trains on), export its arrays into ``arrays``; -> (specs, fitted)."""
+              extra: dict | None = None, make=None) -> tuple[dict, dict]:
+    """Fit every head (linear unless ``kinds[name]`` says ``mlp``; ``make(classifier)``, if given,
+    builds every head's estimator instead; ``extra[name]`` = (X, y, weight): further rows that
+    head trains on), export its arrays into ``arrays``; -> (specs, fitted)."""
     specs, fitted = {}, {}
     for name, (mask, y, classifier) in heads.items():
         kind = (kinds or {}).get(name, "linear")
-        fitted[name] = _fit_with_extra(_make(kind, classifier, seed), Xs[mask], y[mask], (extra or {}).get(name))
+        model = make(classifier) if make is not None else _make(kind, classifier, seed)
+        fitted[name] = _fit_with_extra(model, Xs[mask], y[mask], (extra or {}).get(name))
         a, specs[name] = export_head(fitted[name], name)
         arrays.update(a)
     return specs, fitted

@@ -30,7 +30,8 @@ import numpy as np
 
 from em_interp.eval.judges import train_distilled as T
 from em_interp.eval.judges.calibration import CalibrationSet, calibrated_share
-from em_interp.eval.judges.hand import FEATURE_MODEL, MAX_ANSWER_TOKENS, WEIGHTS_DIR, assemble_hand, hand_feature_dim
+from em_interp.eval.judges.hand import FEATURE_MODEL, MAX_ANSWER_TOKENS, WEIGHTS_DIR
+from em_interp.eval.judges.hidden import assemble_hidden, hidden_feature_dim
 from em_interp.eval.judges.hand_labels import COHERENT_LABELS, INCOHERENT_LABELS, REPO_ROOT, load_hand_labels
 
 REF = REPO_ROOT / "artifacts" / "reference"
@@ -111,7 +112,7 @@ def features(lm, questions, answers, namespace: str) -> np.ndarray:
     def compute(texts):
         pairs = [tuple(t.split(SEP, 1)) for t in texts]
         hid = answer_hidden(lm, pairs, list(LAYERS), max_answer_tokens=MAX_ANSWER_TOKENS)
-        return assemble_hand(hid, [a for _, a in pairs])
+        return assemble_hidden(hid, [a for _, a in pairs])
 
     return cached_features([f"{q}{SEP}{a}" for q, a in zip(questions, answers)], compute, namespace, chunk=128)
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     "coherent = 100 P(not I/X)); its share is PACC-style calibrated on held-out checkpoints."),
         "features": {"layout": "[lexical (features.lexical_features) | L2-normalised answer-mean hidden "
                                "state per layer]", "layers": list(LAYERS), "d_model": int(lm.d_model),
-                     "max_answer_tokens": MAX_ANSWER_TOKENS, "dim": hand_feature_dim(LAYERS, lm.d_model),
+                     "max_answer_tokens": MAX_ANSWER_TOKENS, "dim": hidden_feature_dim(LAYERS, lm.d_model),
                      "inference_judge": "hand"},
         "heads": specs,
         "share": {"method": method, "methods_cv": method_cv,
