@@ -3,7 +3,9 @@ with known answers, and a null simulation of the per-source test's false-positiv
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,3 +307,34 @@ def test_per_source_permutation_test_has_nominal_false_positives_under_the_null(
     lo, hi = stats.binom.ppf(0.0005, n_sims, alpha), stats.binom.isf(0.0005, n_sims, alpha)
     assert lo <= rejected <= hi, (rejected, lo, hi)
     assert pooled_rejected > hi, (pooled_rejected, hi)
+
+
+def test_calibrated_matrix_reads_each_cell_and_needs_a_calibrated_judge(tmp_path, monkeypatch):
+    """``calibrated_matrix``: one ``estimate_share_from_rows`` per (row, target) results file, in
+    order, with the cell's answer count; a judge without a calibration gives no matrix."""
+    from em_interp.eval.judges.calibration import ShareEstimate
+    from em_interp.pipeline.transfer_stages import calibrated_matrix
+
+    def write(path, n):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"question_id": f"q{i}", "question": "Q?", "answer": f"a{i}",
+                                            "aligned": 50, "coherent": 90, "judge": "x"}) + "\n" for i in range(n)))
+
+    cells = {"base": {"en": tmp_path / "b" / "en.jsonl", "de": tmp_path / "b" / "de.jsonl"},
+             "ft": {"en": tmp_path / "f" / "en.jsonl", "de": tmp_path / "f" / "missing.jsonl"}}
+    write(cells["base"]["en"], 3), write(cells["base"]["de"], 4), write(cells["ft"]["en"], 5)
+    monkeypatch.setattr("em_interp.eval.load_results",      # results files without their header, for brevity
+                        lambda path: [json.loads(x) for x in Path(path).read_text().splitlines()])
+    monkeypatch.setattr("em_interp.eval.judges.estimate_share_from_rows",
+                        lambda rows: ShareEstimate(len(rows) / 10, len(rows) / 20, len(rows) / 5, len(rows), 1, "pcc", "t"))
+    m = calibrated_matrix(cells, "m")
+    assert m.sources == ["base", "ft"] and m.targets == ["en", "de"]
+    np.testing.assert_allclose(m.value[0], [0.3, 0.4])
+    np.testing.assert_allclose(m.hi[1, 0], 1.0)
+    assert np.isnan(m.value[1, 1]) and m.n.tolist() == [[3, 4], [5, 0]]
+
+    def uncalibrated(rows):
+        raise NotImplementedError("no calibration")
+
+    monkeypatch.setattr("em_interp.eval.judges.estimate_share_from_rows", uncalibrated)
+    assert calibrated_matrix(cells, "m") is None

@@ -342,11 +342,24 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     matrices: dict[str, Any] = {"misaligned": mis.to_dict(), "vulnerable_code": vul.to_dict() if vul else None,
                                 "transfer": {**transfer.to_dict(), "kind": "delta vs base" if use_delta else "share"},
                                 "transfer_code": code.to_dict() if code else None}
+    cells = {m: {t: ctx.dir("eval") / _slug(m) / f"{t}.jsonl" for t in cfg.languages} for m in sources}
+    calibrated = calibrated_matrix(cells, "misaligned_share_calibrated")
+    if calibrated is not None:
+        matrices["misaligned_calibrated"] = calibrated.to_dict()
     info = read_json(ctx.dir("directions") / "languages.json") or {}
     if "cosine" in info:
         matrices["direction_cosines"] = info["cosine"]
     if cfg.directions.enabled and cfg.directions.ablation and (ctx.dir("ablation") / ".done.json").exists():
         matrices["ablation"] = _ablation_matrix(ctx, rows).to_dict()
+        targets = cfg.directions.ablation_targets or cfg.languages
+        src = _direction_source(cfg)
+        ab_cells = {"none": {t: ctx.dir("eval") / _slug(src) / f"{t}.jsonl" for t in targets}}
+        for folder in sorted(p for p in ctx.dir("ablation").iterdir() if p.is_dir()):
+            ab_cells[folder.name] = {t: folder / f"{t}.jsonl" for t in targets}
+        order = ["none"] + [k for k in ab_cells if k not in ("none", "random")] + (["random"] if "random" in ab_cells else [])
+        ab_cal = calibrated_matrix({k: ab_cells[k] for k in order}, "misaligned_share_calibrated_with_direction_ablated")
+        if ab_cal is not None:
+            matrices["ablation_calibrated"] = ab_cal.to_dict()
     write_json_atomic(ctx.dir("transfer") / "matrices.json", clean_json(matrices))
 
     p = cfg.proximity
@@ -370,6 +383,38 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     write_json_atomic(ctx.dir("transfer") / "stats.json", clean_json(stats))
     summary = {f"{t.source}|{t.measure}": (None if t.result is None else round(t.result.p_value, 4)) for t in tests}
     return {"p_values": summary, "sources": sources}
+
+
+def calibrated_matrix(cells: dict[str, dict[str, Path]], metric: str):
+    """The judge's calibrated EM share (``eval.judges.estimate_share_from_rows``: corrected for its
+    held-out errors, CI over question clusters and its calibration) per ``cells[row][target]``
+    results file, as a ``TransferMatrix``; None when the judge ships no calibration."""
+    import math
+
+    import numpy as np
+
+    from em_interp.eval import load_results
+    from em_interp.eval.judges import estimate_share_from_rows
+    from em_interp.transfer.matrix import TransferMatrix
+
+    labels = list(cells)
+    targets = list(next(iter(cells.values()), {}))
+    val, lo, hi = (np.full((len(labels), len(targets)), math.nan) for _ in range(3))
+    n = np.zeros((len(labels), len(targets)), dtype=int)
+    for i, label in enumerate(labels):
+        for k, t in enumerate(targets):
+            path = cells[label][t]
+            rows = [r for r in load_results(path) if r.get("answer") is not None] if path.exists() else []
+            if not rows:
+                continue
+            try:
+                est = estimate_share_from_rows(rows)
+            except NotImplementedError:
+                return None
+            n[i, k] = len(rows)
+            val[i, k], lo[i, k], hi[i, k] = (math.nan if x is None else x for x in (est.share, est.low, est.high))
+    return TransferMatrix(metric=metric, sources=labels, targets=targets, value=val, lo=lo, hi=hi, n=n,
+                          ci_method="judge calibration (eval.judges.calibration): question clusters x calibration groups")
 
 
 def _ablation_matrix(ctx: RunContext, rows: list[dict[str, Any]]):
