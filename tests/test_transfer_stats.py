@@ -338,3 +338,25 @@ def test_calibrated_matrix_reads_each_cell_and_needs_a_calibrated_judge(tmp_path
 
     monkeypatch.setattr("em_interp.eval.judges.estimate_share_from_rows", uncalibrated)
     assert calibrated_matrix(cells, "m") is None
+
+
+@pytest.mark.parametrize("wanted", [None, ["en"]])
+def test_ablation_without_a_direction_is_a_recorded_skip(tmp_path, wanted):
+    """A direction that could not be built (the judge found too few misaligned / aligned answers)
+    makes the ablation stage record why and return, so the run still writes its matrices; the
+    transfer stage then carries ``ablation_skipped`` instead of an ablation matrix."""
+    from types import SimpleNamespace
+
+    from em_interp.pipeline.transfer_stages import stage_ablation
+
+    (tmp_path / "directions").mkdir()
+    (tmp_path / "directions" / "languages.json").write_text(json.dumps(
+        {"languages": [] if wanted is None else ["zh"], "skipped": {"en": "no question has answers of both classes"}}))
+    logged: list[str] = []
+    cfg = SimpleNamespace(directions=SimpleNamespace(ablation_directions=wanted), languages=["en", "zh"], seed=0)
+    ctx = SimpleNamespace(cfg=cfg, dir=lambda name: tmp_path / name, stage_dir=tmp_path / "ablation", log=logged.append)
+    out = stage_ablation(ctx)
+    assert out["directions"] == []
+    assert out["skipped"] == "en: no question has answers of both classes"
+    assert logged and logged[0].startswith("ablation skipped")
+    assert not (tmp_path / "ablation").exists()

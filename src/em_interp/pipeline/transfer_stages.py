@@ -294,15 +294,16 @@ def stage_ablation(ctx: RunContext) -> dict[str, Any]:
     d = cfg.directions
     info = read_json(ctx.dir("directions") / "languages.json") or {}
     langs = info.get("languages") or []
-    if not langs:
-        raise EmInterpError("no per-language directions to ablate (see directions/languages.json 'skipped')",
-                            field="directions")
-    if d.ablation_directions is not None:
-        missing = [t for t in d.ablation_directions if t not in langs]
-        if missing:
-            raise EmInterpError(f"no {missing[0]} direction to ablate (see directions/languages.json 'skipped')",
-                                field="directions.ablation_directions")
-        langs = list(d.ablation_directions)
+    wanted = list(d.ablation_directions) if d.ablation_directions is not None else langs
+    missing = {t: (info.get("skipped") or {}).get(t, "no direction") for t in wanted if t not in langs}
+    if missing or not wanted:
+        # a direction that could not be built (too few judged misaligned / aligned answers) is a result,
+        # not a crash: the run goes on to its matrices and says why nothing was ablated
+        why = missing or info.get("skipped") or {}
+        reason = "; ".join(f"{t}: {w}" for t, w in why.items()) or "no per-language direction was built"
+        ctx.log(f"ablation skipped: {reason}")
+        return {"directions": [], "skipped": reason}
+    langs = wanted
     ft = load(ctx, _target(ctx, _direction_source(cfg)))
     dirs = {t: Direction.load(ctx.dir("directions") / t, ft) for t in langs}
     dirs["random"] = random_direction_like(next(iter(dirs.values())), seed=cfg.seed)
@@ -349,7 +350,12 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     info = read_json(ctx.dir("directions") / "languages.json") or {}
     if "cosine" in info:
         matrices["direction_cosines"] = info["cosine"]
-    if cfg.directions.enabled and cfg.directions.ablation and (ctx.dir("ablation") / ".done.json").exists():
+    ablated = (cfg.directions.enabled and cfg.directions.ablation and (ctx.dir("ablation") / ".done.json").exists()
+               and any(p.is_dir() for p in ctx.dir("ablation").iterdir()))
+    if cfg.directions.enabled and cfg.directions.ablation and not ablated:
+        done = read_json(ctx.dir("ablation") / ".done.json") or {}
+        matrices["ablation_skipped"] = (done.get("summary") or {}).get("skipped") or "the ablation stage did not run"
+    if ablated:
         matrices["ablation"] = _ablation_matrix(ctx, rows).to_dict()
         targets = cfg.directions.ablation_targets or cfg.languages
         src = _direction_source(cfg)

@@ -700,9 +700,12 @@ def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
         tables += t
     if not figs and not tables:
         return None
+    mats = run_dir / "transfer" / "matrices.json"
+    skipped = (read_json(mats) or {}).get("ablation_skipped") if mats.is_file() else None
     return Section("Cross-language transfer", figures=figs, tables=tables,
                    text="Matrices: rows are the training source, columns the evaluation target; cells are shares "
-                        "in percent with their bootstrap CI. Cosine tables compare per-language directions.")
+                        "in percent with their bootstrap CI. Cosine tables compare per-language directions."
+                        + (f" Ablation not run: {skipped}." if skipped else ""))
 
 
 def _transfer_tests(d: Any, path: Path, fig_dir: Path) -> tuple[list[Path], list[Table]]:
