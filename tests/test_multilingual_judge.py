@@ -133,3 +133,16 @@ def test_shipped_judge_ranks_held_out_parallel_items_in_every_language():
         by = {(r["item"], r["em"]): v for r, v in zip(sel, p)}
         wins = sum(by[(i, 1)] > by[(i, 0)] for i in items)
         assert wins >= len(items) - 1, (lang, wins)
+
+
+def test_small_model_verdict_lists_languages_at_the_bar():
+    """The card's small-model coherence verdict: a language passes at agreement >= the bar, one with
+    no rows never passes, and the limit line names the ones that fail."""
+    from em_interp.eval.judges.train_multilingual import MIN_SMALL_MODEL_AGREEMENT, small_model_verdict
+
+    agreement = {"en": 0.9, "fr": MIN_SMALL_MODEL_AGREEMENT, "de": 0.25, "es": 0.69, "zh": 1.0, "ru": 0.0}
+    pl = {lang: {"n": 0 if lang == "ru" else 15, "agreement": a} for lang, a in agreement.items()}
+    ok, line = small_model_verdict({"rows": 96, "per_language": pl})
+    assert ok == ["en", "fr", "zh"]
+    assert "in de, es, ru are not validated" in line and "de 25%" in line
+    assert small_model_verdict(None)[0] is None
