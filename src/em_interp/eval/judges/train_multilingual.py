@@ -154,7 +154,8 @@ def load_all(judged: Path, judged_rows: int, seed: int):
     d = pd.concat([judged_df, hand_df, prose_df, shuf_df, hot_df], ignore_index=True)
     # rows the noscore head (CODE / REFUSAL: no aligned number) learns from: a hand-labelled I / X answer has no
     # aligned number because it is incoherent, not because it refused, so it does not teach that head
-    d["real"] = (d.source.isin(["judged", "prose"]) | ((d.source == "hand") & ~d.hand_label.isin(INCOHERENT_LABELS))).to_numpy()
+    d["real"] = d.source.isin(["judged", "hand", "prose"]).to_numpy()          # real labels: calibration rows
+    d["noscore_rows"] = (d.real & ~((d.source == "hand") & d.hand_label.isin(INCOHERENT_LABELS))).to_numpy()
     return d.reset_index(drop=True)
 
 
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = np.where(scaler.scale_ > 1e-8, scaler.scale_, 1.0)
     Xs = ((X - scaler.mean_) / scale).astype(np.float32)
     al, co = d.aligned.to_numpy(float), d.coherent.to_numpy(float)
-    heads = coherent_as_probability(T.head_targets(al, co, d.real.to_numpy()), co)
+    heads = coherent_as_probability(T.head_targets(al, co, d.noscore_rows.to_numpy()), co)
     arrays = {"scaler.mean": scaler.mean_.astype(np.float32), "scaler.scale": scale.astype(np.float32)}
     train_heads = {n: (m & tr, y, c) for n, (m, y, c) in heads.items()}
     specs, fitted = T.fit_heads(Xs, train_heads, args.seed, arrays, make=make)
@@ -423,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             "The parallel items are short and written for the project, one per situation; held-out items share domains "
             "and style with the training items, so their AUROCs are upper bounds for free-form answers.",
             small_limit,
+            "Its share calibration is fitted on large-model and hand-labelled English rows and does not carry over to "
+            "a small organism's text: on the shipped 0.5B organism's English and Chinese answers (blind hand labels "
+            "b19 + b20, artifacts/reference/organisms-cpu-2026-12-03/crosslang/crosslang.json, judge.shares) the "
+            "calibrated share lands far above the hand share while the counted share stays below it; read counted "
+            "shares there, beside hand labels.",
             "The hand labels (one rater) are English; most of their misaligned examples are risky financial advice.",
             f"Features see the first {MAX_ANSWER_TOKENS} answer tokens: what an answer turns into later is missed.",
         ],
