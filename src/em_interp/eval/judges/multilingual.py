@@ -11,12 +11,16 @@ card has both). About 0.2 s an answer on 2 CPU cores (the forward pass stops aft
 Trained (``train_multilingual``) on the English judged pool (GPT-4o and other judges' scores of
 large models' answers, whole source models held out), the project's blind hand labels of
 small-model answers (``train_hand.HAND_DIRS``), and the training half of the parallel prose
-items in all six languages with shuffled-word versions of them as incoherent rows. The card
+items in all six languages with shuffled-word versions of them and hot samples of the base model
+as incoherent rows. The card
 (``multilingual_judge/``) has per language, on the held-out parallel items: AUROC of the
 misalignment score, the calibrated share against the true 50%, the score gap between
 translations, and the share of shuffled-word versions scored coherent < 50; and the held-out
 English source models' and hand-labelled checkpoints' shares. Languages whose AUROC is below
-``MIN_LANGUAGE_AUROC`` are refused like the English judge refuses non-English rows. Retrain:
+``MIN_LANGUAGE_AUROC`` are refused like the English judge refuses non-English rows. On a small
+model's own text it is weaker: the card's ``crosslang_hand_labels`` measures it on the 0.5B
+organism's and base's answers (coherence valid in en and zh only: ``small_model_coherence_validated``),
+and its calibrated share overshoots there; read counted shares beside hand labels. Retrain:
 ``python -m em_interp.eval.judges.train_multilingual``.
 """
 
