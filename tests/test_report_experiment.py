@@ -269,3 +269,18 @@ def test_diff_title_names_the_adapter():
     meta["finetuned_adapter"] = "/elsewhere/my-lora"
     assert diff_title(meta) == "smollm2 + adapter my-lora vs smollm2"
     assert diff_title({"base_model": "a", "finetuned_model": "b"}) == "b vs a"
+
+
+def test_transfer_section_quotes_the_judge_card_and_a_skipped_ablation(tmp_path):
+    """matrices.json's ``judge`` record (its card's limits) and ``ablation_skipped`` reach the page."""
+    run = tmp_path / "t"
+    _write(run / "transfer" / "matrices.json", {
+        "misaligned": {"metric": "misaligned_share", "sources": ["base"], "targets": ["en"], "value": [[0.1]],
+                       "lo": [[0.0]], "hi": [[0.2]], "n": [[10]]},
+        "judge": {"names": ["multilingual:m-v3"], "limits": ["Its calibrated share overshoots on small-model text."],
+                  "small_model_coherence_validated": ["en", "zh"]},
+        "ablation_skipped": "en: no question has answers of both classes"})
+    md = experiment_report(run)["markdown"].read_text()
+    assert "coherence validated on small-model text in: en, zh" in md
+    assert "Its calibrated share overshoots on small-model text." in md and "multilingual:m-v3" in md
+    assert "Ablation not run: en: no question has answers of both classes." in md

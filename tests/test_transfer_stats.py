@@ -360,3 +360,20 @@ def test_ablation_without_a_direction_is_a_recorded_skip(tmp_path, wanted):
     assert out["skipped"] == "en: no question has answers of both classes"
     assert logged and logged[0].startswith("ablation skipped")
     assert not (tmp_path / "ablation").exists()
+
+
+def test_judge_record_quotes_the_shipped_card_only_for_its_own_rows():
+    """matrices.json names the judge of the run's shares with its shipped card's limits and the
+    languages where its coherence holds on small-model text; rows of another version get no limits."""
+    from em_interp.eval.judges import shipped_judge_card
+    from em_interp.pipeline.transfer_stages import judge_record
+
+    card = shipped_judge_card("multilingual")
+    name = f"multilingual:{card['name']}"
+    rec = judge_record([{"judge": name}, {"judge": name}])
+    assert rec["names"] == [name] and rec["limits"] == card["limits"] and rec["limits"]
+    assert rec["small_model_coherence_validated"] == card["small_model_coherence_validated"]
+    assert set(rec["small_model_coherence_validated"]) <= {"en", "de", "fr", "es", "ru", "zh"}
+    old = judge_record([{"judge": "multilingual:an-older-version"}])
+    assert old["limits"] == [] and old["small_model_coherence_validated"] is None
+    assert judge_record([{"judge": "local:qwen"}])["limits"] == [] and judge_record([]) is None

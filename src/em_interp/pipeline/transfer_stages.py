@@ -190,7 +190,8 @@ def judged_rows(path: Path) -> list[dict[str, Any]]:
         raise EvalError(f"results hold judgements of several judges {sorted(judges)}; transfer expects one",
                         file=path)
     return [{"question_id": r["question_id"], "question": r["question"], "answer": r["answer"],
-             "language": r.get("language"), "aligned": r["aligned"], "coherent": r["coherent"]} for r in rows]
+             "language": r.get("language"), "aligned": r["aligned"], "coherent": r["coherent"], "judge": r["judge"]}
+            for r in rows]
 
 
 def eval_rows(ctx: RunContext) -> list[dict[str, Any]]:
@@ -347,6 +348,7 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     calibrated = calibrated_matrix(cells, "misaligned_share_calibrated")
     if calibrated is not None:
         matrices["misaligned_calibrated"] = calibrated.to_dict()
+    matrices["judge"] = judge_record(rows)
     info = read_json(ctx.dir("directions") / "languages.json") or {}
     if "cosine" in info:
         matrices["direction_cosines"] = info["cosine"]
@@ -389,6 +391,20 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     write_json_atomic(ctx.dir("transfer") / "stats.json", clean_json(stats))
     summary = {f"{t.source}|{t.measure}": (None if t.result is None else round(t.result.p_value, 4)) for t in tests}
     return {"p_values": summary, "sources": sources}
+
+
+def judge_record(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which judge produced the run's shares, with its shipped card's limits and the languages in
+    which its coherence is validated on small-model text (None when the card does not say)."""
+    from em_interp.eval.judges import shipped_judge_card
+
+    names = sorted({str(r.get("judge")) for r in rows if r.get("judge")})
+    if not names:
+        return None
+    card = shipped_judge_card(names[0].split(":", 1)[0])
+    shipped = card and f"{names[0].split(':', 1)[0]}:{card.get('name')}" in names
+    return {"names": names, "limits": list(card.get("limits") or []) if shipped else [],
+            "small_model_coherence_validated": card.get("small_model_coherence_validated") if shipped else None}
 
 
 def calibrated_matrix(cells: dict[str, dict[str, Path]], metric: str):

@@ -701,7 +701,15 @@ def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
     if not figs and not tables:
         return None
     mats = run_dir / "transfer" / "matrices.json"
-    skipped = (read_json(mats) or {}).get("ablation_skipped") if mats.is_file() else None
+    md = (read_json(mats) or {}) if mats.is_file() else {}
+    skipped, judge = md.get("ablation_skipped"), md.get("judge") or {}
+    if judge.get("limits"):
+        ok = judge.get("small_model_coherence_validated")
+        rows = [[x] for x in judge["limits"]]
+        if ok is not None:
+            rows.insert(0, [f"coherence validated on small-model text in: {', '.join(ok) or 'no language'}"])
+        tables.append(Table(["limit"], rows, caption=f"The judge's card ({', '.join(judge['names'])}): "
+                                                       "what its shares above can and cannot be read as"))
     return Section("Cross-language transfer", figures=figs, tables=tables,
                    text="Matrices: rows are the training source, columns the evaluation target; cells are shares "
                         "in percent with their bootstrap CI. Cosine tables compare per-language directions."

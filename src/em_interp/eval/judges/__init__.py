@@ -73,6 +73,19 @@ def load_judge(kind: str, **options) -> Judge:
 _CALIBRATED: dict[str, Judge] = {}
 
 
+def shipped_judge_card(kind: str) -> dict:
+    """The card of the shipped judge ``kind`` (``judge_card.json``; empty for judges without one),
+    loaded once: reports quote its ``limits`` beside the shares it produced."""
+    if kind not in CALIBRATED_KINDS:
+        return {}
+    if kind not in _CALIBRATED:
+        try:
+            _CALIBRATED[kind] = load_judge(kind)
+        except EvalError:
+            return {}
+    return dict(getattr(_CALIBRATED[kind], "card", {}) or {})
+
+
 def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
     """Calibrated EM share (a ``ShareEstimate``) of judged rows (``load_results`` format:
     ``judge``, ``judge_extra`` with ``p_em`` / ``p_denominator``, ``question_id``, ``language``),
