@@ -143,7 +143,7 @@ def test_full_run_has_every_section(run_dir):
     row = re.search(r"\| ablate direction \| all \| 0 \| 0 \| 1 \| 90 \| ([0-9.]+) \| ([0-9.]+) \| 2 \|", md)
     assert row and float(row.group(1)) < 50 < float(row.group(2))
     assert "| 2 | 85 | 4 |" in md                       # probe accuracy at layer 2 (%, std %)
-    assert "| bad-advice/en | 25 | – |" in md            # transfer matrix row, missing cell as –
+    assert "| bad-advice/en | 25 [12.5, 37.5] (n 20) | – |" in md   # transfer matrix row: CI and n; missing cell as –
     assert "Pearson 0.910" in md and "Spearman 0.800" in md
     assert "model: smollm2-135m-instruct" in md          # the config verbatim
     assert "| steering | failed | 3.25 | boom |" in md
@@ -213,7 +213,8 @@ def test_transfer_run_folder(tmp_path):
     paths = experiment_report(run)
     md = paths["markdown"].read_text()
     assert "## Config" in md and "## Cross-language transfer" in md
-    assert "| bad-advice/en | 30 | 20 | 10 |" in md and "| bad-advice/en | 30 | 15 | 10 |" in md
+    assert "| bad-advice/en | 30 [20, 40] (n 20) | 20 [10, 30] (n 20) | 10 [5, 20] (n 20) |" in md
+    assert "| bad-advice/en | 30 (n 20) | 15 (n 20) | 10 (n 20) |" in md          # no CI in that matrix
     assert "| en | 1 | 0.42 |" in md and "Direction cosines at layer 2 (directions.cosine)" in md
     assert sorted(p.name for p in (run / "report" / "figures").glob("*.png")) == [
         "transfer_results_directions_cosine.png", "transfer_results_misaligned.png", "transfer_results_transfer.png"]

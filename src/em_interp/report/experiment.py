@@ -677,9 +677,12 @@ def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
                 ylabel="finetuned on (source)", cbar_label="change vs base (pp)" if delta else "share (%)",
                 cmap="RdBu_r" if delta else "viridis",
                 vmin=-100 * vmax if delta else 0, vmax=100 * vmax if delta else None))
+            ns = m.get("n")
             tables.append(Table(["source"] + [str(t) for t in tgt],
-                                [[str(x)] + [_pct(v) for v in val[i]] for i, x in enumerate(src)],
-                                caption=f"{label} (%) from {path.relative_to(run_dir).as_posix()}"))
+                                [[str(x)] + [_matrix_cell(val[i][k], lo[i][k] if lo else None, hi[i][k] if hi else None,
+                                                          ns[i][k] if ns else None) for k in range(len(tgt))]
+                                 for i, x in enumerate(src)],
+                                caption=f"{label} (%, 95% CI, n) from {path.relative_to(run_dir).as_posix()}"))
         for key, c in _find(d, _is_cosine):
             labels, mat = [str(x) for x in c["labels"]], c["matrix"]
             if len(mat) != len(labels) or any(len(row) != len(labels) for row in mat):
@@ -754,6 +757,16 @@ def _transfer_tests(d: Any, path: Path, fig_dir: Path) -> tuple[list[Path], list
     tables = [Table(["source", "role", "language", "measure", "Spearman ρ", "permutation p", "n", "note"], rows,
                     caption=f"Proximity tests ({path.name}): one permutation test per source")] if rows else []
     return figs, tables
+
+
+def _matrix_cell(v: Any, lo: Any, hi: Any, n: Any) -> str | None:
+    """A matrix cell for a table: percent, its CI when there is one, and its n."""
+    if _num(v) is None:
+        return None
+    text = f"{_pct(v):g}"
+    if _num(lo) is not None and _num(hi) is not None:
+        text += f" [{_pct(lo):g}, {_pct(hi):g}]"
+    return text + (f" (n {int(n)})" if _num(n) is not None else "")
 
 
 def _cell(v: Any, lo: Any, hi: Any) -> str | None:
