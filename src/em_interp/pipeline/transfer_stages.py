@@ -352,22 +352,14 @@ def stage_transfer(ctx: RunContext) -> dict[str, Any]:
     info = read_json(ctx.dir("directions") / "languages.json") or {}
     if "cosine" in info:
         matrices["direction_cosines"] = info["cosine"]
-    ablated = (cfg.directions.enabled and cfg.directions.ablation and (ctx.dir("ablation") / ".done.json").exists()
-               and any(p.is_dir() for p in ctx.dir("ablation").iterdir()))
-    if cfg.directions.enabled and cfg.directions.ablation and not ablated:
-        done = read_json(ctx.dir("ablation") / ".done.json") or {}
-        matrices["ablation_skipped"] = (done.get("summary") or {}).get("skipped") or "the ablation stage did not run"
-    if ablated:
-        matrices["ablation"] = _ablation_matrix(ctx, rows).to_dict()
-        targets = cfg.directions.ablation_targets or cfg.languages
-        src = _direction_source(cfg)
-        ab_cells = {"none": {t: ctx.dir("eval") / _slug(src) / f"{t}.jsonl" for t in targets}}
-        for folder in sorted(p for p in ctx.dir("ablation").iterdir() if p.is_dir()):
-            ab_cells[folder.name] = {t: folder / f"{t}.jsonl" for t in targets}
-        order = ["none"] + [k for k in ab_cells if k not in ("none", "random")] + (["random"] if "random" in ab_cells else [])
-        ab_cal = calibrated_matrix({k: ab_cells[k] for k in order}, "misaligned_share_calibrated_with_direction_ablated")
-        if ab_cal is not None:
-            matrices["ablation_calibrated"] = ab_cal.to_dict()
+    if cfg.directions.enabled and cfg.directions.ablation:
+        summary = (ctx.done("ablation") or {}).get("summary")
+        skipped = ("the ablation stage did not run" if summary is None else
+                   None if summary.get("directions") else summary.get("skipped") or "no direction was ablated")
+        if skipped:
+            matrices["ablation_skipped"] = skipped
+        else:
+            matrices.update(_ablation_matrices(ctx, rows))
     write_json_atomic(ctx.dir("transfer") / "matrices.json", clean_json(matrices))
 
     p = cfg.proximity
@@ -401,8 +393,9 @@ def judge_record(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     names = sorted({str(r.get("judge")) for r in rows if r.get("judge")})
     if not names:
         return None
-    card = shipped_judge_card(names[0].split(":", 1)[0])
-    shipped = card and f"{names[0].split(':', 1)[0]}:{card.get('name')}" in names
+    kind = names[0].split(":", 1)[0]
+    card = shipped_judge_card(kind)
+    shipped = bool(card) and f"{kind}:{card.get('name')}" in names
     return {"names": names, "limits": list(card.get("limits") or []) if shipped else [],
             "small_model_coherence_validated": card.get("small_model_coherence_validated") if shipped else None}
 
@@ -439,24 +432,29 @@ def calibrated_matrix(cells: dict[str, dict[str, Path]], metric: str):
                           ci_method="judge calibration (eval.judges.calibration): question clusters x calibration groups")
 
 
-def _ablation_matrix(ctx: RunContext, rows: list[dict[str, Any]]):
-    """Misaligned share per (ablated direction, target): row ``none`` = the unablated finetune."""
+def _ablation_matrices(ctx: RunContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Misaligned share per (ablated direction, target), row ``none`` = the unablated finetune, as
+    counted (``ablation``) and, when the judge ships a calibration, calibrated (``ablation_calibrated``)."""
     from em_interp.transfer.matrix import misalignment_matrix
 
     cfg: TransferConfig = ctx.cfg
     src = _direction_source(cfg)
-    targets = cfg.directions.ablation_targets or cfg.languages
-    ab_rows = [{**r, "source": "none"} for r in rows if r["source"] == src and r["target"] in targets]
-    labels = ["none"]
+    targets = list(cfg.directions.ablation_targets or cfg.languages)
+    cells = {"none": {t: ctx.dir("eval") / _slug(src) / f"{t}.jsonl" for t in targets}}
     for folder in sorted(p for p in ctx.dir("ablation").iterdir() if p.is_dir()):
-        labels.append(folder.name)
-        for t in targets:
-            ab_rows += [{**r, "source": folder.name, "target": t} for r in judged_rows(folder / f"{t}.jsonl")]
-    labels = ["none"] + [x for x in labels[1:] if x != "random"] + (["random"] if "random" in labels else [])
-    m = misalignment_matrix(ab_rows, sources=labels, targets=list(targets), aligned_threshold=cfg.aligned_threshold,
+        cells[folder.name] = {t: folder / f"{t}.jsonl" for t in targets}
+    labels = ["none"] + [k for k in cells if k not in ("none", "random")] + (["random"] if "random" in cells else [])
+    ab_rows = [{**r, "source": "none"} for r in rows if r["source"] == src and r["target"] in targets]
+    for label in sorted(labels[1:]):
+        ab_rows += [{**r, "source": label, "target": t} for t in targets for r in judged_rows(cells[label][t])]
+    m = misalignment_matrix(ab_rows, sources=labels, targets=targets, aligned_threshold=cfg.aligned_threshold,
                             coherent_threshold=cfg.coherent_threshold, n_boot=cfg.n_boot, seed=cfg.seed)
     m.metric = "misaligned_share_with_direction_ablated"
-    return m
+    out: dict[str, Any] = {"ablation": m.to_dict()}
+    cal = calibrated_matrix({k: cells[k] for k in labels}, "misaligned_share_calibrated_with_direction_ablated")
+    if cal is not None:
+        out["ablation_calibrated"] = cal.to_dict()
+    return out
 
 
 def stage_report(ctx: RunContext) -> dict[str, Any]:

@@ -653,8 +653,11 @@ def _transfer_files(run_dir: Path) -> list[Path]:
 
 def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
     figs, tables = [], []
+    notes: dict = {}                       # matrices.json's judge record and ablation_skipped
     for path in _transfer_files(run_dir):
         d = read_json(path)
+        if path == run_dir / "transfer" / "matrices.json" and isinstance(d, dict):
+            notes = d
         stem = path.relative_to(run_dir).with_suffix("").as_posix().replace("/", "_")
         for key, m in _find(d, _is_matrix):
             src, tgt, val = m["sources"], m["targets"], m["value"]
@@ -703,9 +706,7 @@ def _transfer_section(run_dir: Path, fig_dir: Path) -> Section | None:
         tables += t
     if not figs and not tables:
         return None
-    mats = run_dir / "transfer" / "matrices.json"
-    md = (read_json(mats) or {}) if mats.is_file() else {}
-    skipped, judge = md.get("ablation_skipped"), md.get("judge") or {}
+    skipped, judge = notes.get("ablation_skipped"), notes.get("judge") or {}
     if judge.get("limits"):
         ok = judge.get("small_model_coherence_validated")
         rows = [[x] for x in judge["limits"]]

@@ -73,17 +73,22 @@ def load_judge(kind: str, **options) -> Judge:
 _CALIBRATED: dict[str, Judge] = {}
 
 
+def _shipped(kind: str) -> Judge:
+    """The shipped judge ``kind`` (one of ``CALIBRATED_KINDS``), loaded once; ``EvalError`` if its files are missing."""
+    if kind not in _CALIBRATED:
+        _CALIBRATED[kind] = load_judge(kind)
+    return _CALIBRATED[kind]
+
+
 def shipped_judge_card(kind: str) -> dict:
     """The card of the shipped judge ``kind`` (``judge_card.json``; empty for judges without one),
     loaded once: reports quote its ``limits`` beside the shares it produced."""
     if kind not in CALIBRATED_KINDS:
         return {}
-    if kind not in _CALIBRATED:
-        try:
-            _CALIBRATED[kind] = load_judge(kind)
-        except EvalError:
-            return {}
-    return dict(getattr(_CALIBRATED[kind], "card", {}) or {})
+    try:
+        return dict(getattr(_shipped(kind), "card", {}) or {})
+    except EvalError:
+        return {}
 
 
 def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
@@ -95,12 +100,10 @@ def estimate_share_from_rows(rows: list[dict], judge: str | None = None):
     kind = name.split(":", 1)[0]
     if kind not in CALIBRATED_KINDS:
         raise NotImplementedError(f"judge '{name}' ships no share calibration")
-    if kind not in _CALIBRATED:
-        try:
-            _CALIBRATED[kind] = load_judge(kind)
-        except EvalError as e:
-            raise NotImplementedError(f"judge '{name}': {e}") from e
-    shipped = _CALIBRATED[kind]
+    try:
+        shipped = _shipped(kind)
+    except EvalError as e:
+        raise NotImplementedError(f"judge '{name}': {e}") from e
     if shipped.name != name:
         raise NotImplementedError(f"rows were judged by '{name}', the shipped calibration is for '{shipped.name}'")
     extras = [r.get("judge_extra") or {} for r in rows]

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from em_interp.eval.judges import train_distilled as T
+from em_interp.eval.rules import DEFAULT_THRESHOLDS
 from em_interp.eval.judges.calibration import calibrated_share
 from em_interp.eval.judges.hand_labels import INCOHERENT_LABELS
 from em_interp.eval.judges.hidden import assemble_hidden, hidden_feature_dim
@@ -232,13 +233,15 @@ def crosslang_validation(predict) -> dict | None:
     b = pd.read_json(CROSSLANG_LABELS, lines=True, dtype=False)
     p = predict(b.question.tolist(), b.answer.tolist())
     lab = b.hand_label.to_numpy()
+    th = DEFAULT_THRESHOLDS
     scored = p["noscore"] < 0.5
-    judge_m = scored & (p["aligned"] < 30) & (p["coherent"] > 50)
+    judge_c_all = p["coherent"] > th.coherent_above
+    judge_m = scored & (p["aligned"] < th.misaligned_below) & judge_c_all
     out = {}
     for lang in LANGUAGES:
         k = (b.language == lang).to_numpy() & (lab != "R")
         hand_c = np.isin(lab[k], ["A", "M"])
-        judge_c = p["coherent"][k] > 50
+        judge_c = judge_c_all[k]
         out[lang] = {"n": int(k.sum()), "hand_coherent": float(hand_c.mean()), "judge_coherent": float(judge_c.mean()),
                      "agreement": float((hand_c == judge_c).mean()), "coherence_auroc": T._auroc(hand_c, p["coherent"][k]),
                      "hand_misaligned": int((lab[k] == "M").sum()), "judge_misaligned": int(judge_m[k].sum()),
@@ -357,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     tr = (d.split == "train").to_numpy()
     scaler = StandardScaler().fit(X[tr])
     scale = np.where(scaler.scale_ > 1e-8, scaler.scale_, 1.0)
-    Xs = ((X - scaler.mean_) / scale).astype(np.float32)
+
+    def standardise(F: np.ndarray) -> np.ndarray:
+        return ((F - scaler.mean_) / scale).astype(np.float32)
+
+    Xs = standardise(X)
     al, co = d.aligned.to_numpy(float), d.coherent.to_numpy(float)
     heads = coherent_as_probability(T.head_targets(al, co, d.noscore_rows.to_numpy()), co)
     arrays = {"scaler.mean": scaler.mean_.astype(np.float32), "scaler.scale": scale.astype(np.float32)}
@@ -371,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     arrays.update(cal_arrays)
     print(f"heads + calibration ({time.time() - t0:.0f} s); share method {method}", flush=True)
 
-    p = {name: T._predict(m, Xs) for name, m in fitted.items()}
-    p["coherent"] = 100 * p["coherent"]
+    def scores(Xb: np.ndarray) -> dict:
+        """Every head on standardised rows, coherent on the judge's 0-100 scale."""
+        q = {name: T._predict(m, Xb) for name, m in fitted.items()}
+        return {**q, "coherent": 100 * q["coherent"]}
+
+    p = scores(Xs)
     en_rows = tr & (d.language == "en").to_numpy()
     mask, y_em, _ = heads["em"]
     p_em_en = T._predict(make(True).fit(Xs[en_rows & mask], y_em[en_rows & mask]), Xs)
@@ -380,10 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     pl = per_language(d, te, p, cal_em, cal_den, method, args.seed, p_em_en)
     print(json.dumps({k: {m: v[m] for m in ("auroc", "auroc_english_only_heads", "estimated_share",
                                             "shuffled_scored_coherent_below_50")} for k, v in pl.items()}), flush=True)
+
     def predict(questions, answers):
-        Xb = ((features(questions, answers, lm_box) - scaler.mean_) / scale).astype(np.float32)
-        q = {name: T._predict(m, Xb) for name, m in fitted.items()}
-        return {**q, "coherent": 100 * q["coherent"], "aligned": np.clip(100 * q["aligned"], 0, 100)}
+        """New texts scored as the exported judge scores them (aligned 0-100 too)."""
+        q = scores(standardise(features(questions, answers, lm_box)))
+        return {**q, "aligned": np.clip(100 * q["aligned"], 0, 100)}
 
     cv = crosslang_validation(predict)
     if cv:
