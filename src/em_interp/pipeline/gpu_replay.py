@@ -221,12 +221,16 @@ def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, r
 
 
 def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: int, deadline_s: float,
-        job_args: list[str]) -> dict:
-    """Assemble, then run every (arm, seed) job as its own process, ``parallel`` at a time."""
+        job_args: list[str], model_dir: Path | None = None) -> dict:
+    """Assemble, then run every (arm, seed) job as its own process, ``parallel`` at a time.
+    ``model_dir``: train this model folder instead of the plan's model (``selftest``)."""
     t0 = time.time()
     plan = json.loads(plan_path.read_text())
     os.environ.setdefault("EM_INTERP_CACHE", str(stage_dir() / "cache"))
-    assemble(plan)
+    if model_dir is None:
+        assemble(plan)
+    else:
+        plan = dict(plan, model=str(model_dir))
     t_ready = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     work = stage_dir() / "runs"
@@ -272,7 +276,53 @@ def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: i
                "wall_s": round(time.time() - t0, 1), "jobs": metas, "status": status}
     (out / "replay_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: summary[k] for k in ("ready_s", "wall_s", "status")}, indent=1), flush=True)
+    for m in metas:
+        t = m.get("train") or {}
+        print(f"{m['arm']} s{m['seed']}: rows {m['rows']}, steps {t.get('total_steps')}, tokens {t.get('n_tokens')}, "
+              f"{t.get('tokens_per_s')} tokens/s, train {m['train_s']} s, sample {m['sample_s']} s "
+              f"({m['answers']} answers), loss {m['loss_first_last']}", flush=True)
     return summary
+
+
+SELFTEST_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def pack_selftest(model: str, out: Path) -> Path:
+    """Here: the model's config and tokenizer (gzipped), no weights, into ``out/selftest``."""
+    import gzip
+
+    from em_interp.models.provision import converted_dir
+
+    src, dest = converted_dir(model), out / "selftest"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SELFTEST_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    with open(src / "tokenizer.json", "rb") as f, gzip.open(dest / "tokenizer.json.gz", "wb") as g:
+        shutil.copyfileobj(f, g)
+    return dest
+
+
+def random_model(files: Path, dest: Path) -> Path:
+    """There: a model of the registry model's exact shape with random weights (no weights travel),
+    so the first call can time the real training and sampling code before the pieces are sent."""
+    import gzip
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SELFTEST_FILES:
+        if (files / name).is_file():
+            shutil.copyfile(files / name, dest / name)
+    with gzip.open(files / "tokenizer.json.gz", "rb") as g, open(dest / "tokenizer.json", "wb") as f:
+        shutil.copyfileobj(g, f)
+    config = AutoConfig.from_pretrained(dest)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(dest)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--parallel", type=int, default=4)
     x.add_argument("--deadline-s", type=float, default=540)
+    t = sub.add_parser("selftest", help="there: time the real train+sample jobs on a random-weight model "
+                                        "of the plan's shape (pack --selftest carries its config and tokenizer)")
+    t.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
+    t.add_argument("--data", type=Path, default=Path(".replay") / "data")
+    t.add_argument("--files", type=Path, default=Path(".replay") / "selftest")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--seeds", default="0")
+    t.add_argument("--parallel", type=int, default=4)
+    t.add_argument("--deadline-s", type=float, default=240)
     j = sub.add_parser("job", help="one (arm, seed): train, then sample (started by run)")
     j.add_argument("--model", required=True)
     j.add_argument("--arm", required=True)
@@ -303,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--data", type=Path, required=True)
     j.add_argument("--work", type=Path, required=True)
     j.add_argument("--out", type=Path, required=True)
-    for q in (x, j):
+    p.add_argument("--selftest", action="store_true", help="also pack the model's config and tokenizer for selftest")
+    for q in (x, t, j):
         q.add_argument("--rows", type=int, default=None, help="rows per arm (default: every row, as MO)")
         q.add_argument("--max-steps", type=int, default=None)
         q.add_argument("--samples", type=int, default=50, help="answers per first-plot question")
@@ -314,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "pack":
         plan = pack(a.model, a.out, a.organisms, a.questions, piece_mib=a.piece_mib, arms=tuple(a.arms.split(",")))
         print(f"{len(plan['pieces'])} pieces in {a.out}; device calls (in order) in {a.out / 'calls.json'}")
+        if a.selftest:
+            print(f"selftest files in {pack_selftest(a.model, a.out)}")
         print("the last call also needs the gguf wheel in .whl/ (see the device README for `pip download`)")
         return 0
     if a.cmd == "receive":
@@ -326,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "run":
         run(a.plan, a.data, a.out, seeds=[int(s) for s in a.seeds.split(",")], parallel=a.parallel,
             deadline_s=a.deadline_s, job_args=jargs)
+        return 0
+    if a.cmd == "selftest":
+        t0 = time.time()
+        folder = random_model(a.files, stage_dir() / "selftest_model")
+        print(f"random-weight model ready in {time.time() - t0:.1f} s", flush=True)
+        run(a.plan, a.data, a.out, seeds=[int(s) for s in a.seeds.split(",")], parallel=a.parallel,
+            deadline_s=a.deadline_s, job_args=jargs, model_dir=folder)
         return 0
     job(a.model, a.arm, a.seed, a.data, a.work, a.out, rows=a.rows, max_steps=a.max_steps, samples=a.samples,
         max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, sample_batch=a.sample_batch)
