@@ -34,7 +34,7 @@ def test_a_piece_and_the_tree_fit_one_device_call():
     mib = R.piece_mib_for_tree(tree)
     assert 4 <= mib <= R.PIECE_MIB
     assert (mib << 20) + tree + (1 << 20) < 64 << 20, f"tree {tree >> 20} MiB + a {mib} MiB piece exceeds 64 MiB"
-    assert R.piece_mib_for_tree(7 << 20) == R.PIECE_MIB          # a small tree: the largest piece
+    assert R.piece_mib_for_tree(3 << 20) == R.PIECE_MIB          # a slim tree: the largest piece
     assert R.piece_mib_for_tree(42 << 20) == 64 - 42 - R.MARGIN_MIB
     with pytest.raises(SystemExit):
         R.piece_mib_for_tree(61 << 20)
@@ -89,3 +89,59 @@ def test_pack_receive_run_on_cpu(tmp_path, monkeypatch):
     assert job["train"]["total_steps"] == 1 and job["train"]["n_examples"] == 16
     # the device returns at most 8 files: one answers file per arm and the summary
     assert sorted(p.name for p in out.iterdir()) == ["answers_bad_medical_advice.jsonl", "replay_summary.json"]
+
+
+@needs_shared
+def test_selftest_times_the_real_jobs_on_a_random_model_in_its_own_folder(tmp_path, monkeypatch):
+    """The first device call: a random-weight model of the plan's shape (config and tokenizer carried,
+    no weights) through the real run/job path. Its jobs live in a folder of their own: the real run
+    resumes each (arm, seed) from its folder, and on the first GPU run it found the selftest's adapters
+    there (the adapter base check refused them)."""
+    pack_dir = tmp_path / ".replay"
+    plan = R.pack("smollm2-135m-instruct", pack_dir, ORGANISMS, QUESTIONS, piece_mib=200, arms=("bad_medical_advice",),
+                  selftest=True)
+    files = pack_dir / "selftest"
+    calls = json.loads((pack_dir / "calls.json").read_text())
+    assert len(calls) == len(plan["pieces"]) + 2 and " selftest " in calls[0]["command"]
+    assert f".replay/selftest" in calls[0]["carry"] and "receive" in calls[1]["command"]
+    assert (files / "tokenizer.json.gz").is_file() and (files / "config.json").is_file()
+    assert not list(files.glob("*.safetensors"))                     # no weights travel
+    stage = tmp_path / "stage"
+    monkeypatch.setenv("EM_REPLAY_DIR", str(stage))
+    monkeypatch.setenv("EM_INTERP_CACHE", str(tmp_path / "device_cache"))
+    model = R.random_model(files, stage / "selftest_model")
+    from transformers import AutoConfig
+    assert AutoConfig.from_pretrained(model).to_dict()["hidden_size"] == json.loads(
+        (files / "config.json").read_text())["hidden_size"]
+    out = tmp_path / "OUT"
+    summary = R.run(pack_dir / R.PLAN, pack_dir / "data", out, seeds=[0], parallel=1, deadline_s=900,
+                    job_args=["--rows", "8", "--max-steps", "1", "--samples", "1", "--max-new-tokens", "2",
+                              "--batch-size", "4", "--sample-batch", "8"], model_dir=model)
+    assert summary["status"] == {"bad_medical_advice_s0": "done"}
+    job = summary["jobs"][0]
+    assert job["train"]["total_steps"] == 1 and job["train"]["tokens_per_s"] > 0
+    assert (stage / "selftest_runs" / "bad_medical_advice_s0" / "adapter").is_dir()
+    assert not (stage / "runs").exists()                              # the real run starts clean
+
+
+def test_slim_untracks_what_the_device_never_reads_and_unslim_restores_it(tmp_path):
+    """Each device call carries the tracked tree; slim (index only, nothing deleted or committed)
+    leaves src/ and experiments/ without the shipped adapters, so a piece can be ~59 MiB."""
+    try:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp_path / "r")], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    repo = tmp_path / "r"
+    before = R.tracked_tree_bytes(repo)
+    paths = R.slim(repo)
+    assert "tests/" in paths and not any(p.startswith("src/") and not p.endswith(".safetensors") for p in paths)
+    after = R.tracked_tree_bytes(repo)
+    assert after < before and after < 8 << 20 and R.piece_mib_for_tree(after) == R.PIECE_MIB
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert status and all(line.startswith("D ") for line in status.splitlines())   # nothing untracked travels
+    assert (repo / "tests" / "test_gpu_replay.py").is_file()                      # files stay
+    with pytest.raises(SystemExit, match="already slim"):
+        R.slim(repo)
+    R.unslim(repo)
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+    assert R.tracked_tree_bytes(repo) == before

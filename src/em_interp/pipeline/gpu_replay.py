@@ -42,8 +42,8 @@ from pathlib import Path
 from em_interp.hashing import sha256_file
 
 DEVICE_CALL_MIB = 64    # the device takes the working tree plus carried paths up to this, per call
-PIECE_MIB = 54          # the largest piece (a ~7 MiB tree leaves room for it)
-MARGIN_MIB = 2          # plan.json and slack
+PIECE_MIB = 59          # the largest piece (a slim ~3 MiB tree leaves room for it: 8 pieces for Qwen-0.5B)
+MARGIN_MIB = 1          # plan.json and slack (59 MiB pieces + a 3 MiB tree ran on the H200)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PLAN = "plan.json"
 ARMS = ("bad_medical_advice", "risky_financial_advice", "extreme_sports", "good_medical_advice")
@@ -87,10 +87,52 @@ def stage_dir() -> Path:
     return Path(os.environ.get("EM_REPLAY_DIR", "/tmp/em_replay"))
 
 
+# ---------------------------------------------------------------- here: slim the tree
+
+SLIM_KEEP = ("src/", "experiments/", "pyproject.toml")   # what the device's commands read
+SLIM_MARK = "# em_interp gpu_replay slim (undo: python -m em_interp.pipeline.gpu_replay unslim)"
+
+
+def _slim_paths(root: Path) -> list[str]:
+    """Top-level folders the device never reads, and files over 1 MiB (shipped adapters) in the rest."""
+    files = [f for f in subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
+                                       check=True).stdout.decode().split("\0") if f]
+    dirs = {f.split("/")[0] + "/" for f in files if "/" in f and not f.startswith(SLIM_KEEP)}
+    big = {f for f in files if f.startswith(SLIM_KEEP) and (root / f).is_file()
+           and (root / f).stat().st_size > (1 << 20)}
+    return sorted(dirs | big)
+
+
+def slim(root: Path = REPO_ROOT) -> list[str]:
+    """Untrack (index only, files stay) and ignore what the device never reads, so each call carries
+    a ~3 MiB tree and a piece of up to ~59 MiB (8 pieces instead of 24 for the Qwen GGUF). Nothing
+    is deleted or committed; ``unslim`` restores the index from HEAD and the ignore file."""
+    paths = _slim_paths(root)
+    exclude = root / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    old = exclude.read_text() if exclude.exists() else ""
+    if SLIM_MARK in old:
+        raise SystemExit("already slim: run unslim first")
+    subprocess.run(["git", "rm", "-r", "-q", "--cached", "--", *paths], cwd=root, check=True)
+    exclude.write_text(old + "\n".join([SLIM_MARK, *("/" + p for p in paths), SLIM_MARK]) + "\n")
+    return paths
+
+
+def unslim(root: Path = REPO_ROOT) -> None:
+    """Undo ``slim``: the ignore lines go, the index is reset to HEAD (working files untouched)."""
+    exclude = root / ".git" / "info" / "exclude"
+    text = exclude.read_text() if exclude.exists() else ""
+    if SLIM_MARK in text:
+        head, _, rest = text.partition(SLIM_MARK + "\n")
+        _, _, tail = rest.partition(SLIM_MARK + "\n")
+        exclude.write_text(head + tail)
+    subprocess.run(["git", "reset", "-q"], cwd=root, check=True)
+
+
 # ---------------------------------------------------------------- here: pack
 
 def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: int | None = None,
-         arms: tuple[str, ...] = ARMS) -> dict:
+         arms: tuple[str, ...] = ARMS, selftest: bool = False) -> dict:
     """Write ``out``: GGUF pieces, the arms' .jsonl.gz as shipped, the questions, plan.json.
     ``piece_mib``: default ``piece_mib_for_tree(tracked_tree_bytes())``."""
     from em_interp.models.provision import gguf_path
@@ -119,21 +161,35 @@ def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: 
     plan = {"model": model, "gguf_filename": spec.gguf_filename, "gguf_sha256": spec.sha256,
             "pieces": pieces, "arms": list(arms), "piece_mib": piece_mib}
     (out / PLAN).write_text(json.dumps(plan, indent=1) + "\n")
+    if selftest:
+        pack_selftest(model, out)
     (out / "calls.json").write_text(json.dumps(device_calls(plan, out), indent=1) + "\n")
     return plan
 
 
+DEVICE_ENV = ("test -d /tmp/site/transformers || python3 -m pip install -q --no-index --no-deps --no-compile "
+              "--no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1; export PYTHONPATH=src:/tmp/site "
+              "PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1; ")
+QUIET = "2>&1 | grep -v 'Loading weights\\|Writing model\\|Converting and\\|FutureWarning\\|warnings.warn'"
+
+
 def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int = 540) -> list[dict]:
-    """The ``run`` calls of the device tool, in order: one per piece, then the replay."""
+    """The ``run`` calls of the device tool, in order: the selftest (when packed), one per piece,
+    then the replay. ``.whl`` holds the project's pinned transformers, peft and gguf wheels."""
     rel = out.name
-    calls = [{"carry": [f"{rel}/{p['file']}", f"{rel}/{PLAN}"],
-              "command": f"PYTHONPATH=src python3 -m em_interp.pipeline.gpu_replay receive {rel}/{p['file']}"}
-             for p in plan["pieces"]]
+    calls = []
+    if (out / "selftest").is_dir():
+        calls.append({"carry": [f"{rel}/{PLAN}", f"{rel}/data", f"{rel}/selftest", ".whl"], "timeout_s": 200,
+                      "command": (DEVICE_ENV + "python3 -m em_interp.pipeline.gpu_replay selftest "
+                                  f"--plan {rel}/{PLAN} --data {rel}/data --files {rel}/selftest --out $OUT "
+                                  f"--rows 320 --deadline-s 130 {QUIET} | tee $OUT/selftest.log")})
+    calls += [{"carry": [f"{rel}/{p['file']}", f"{rel}/{PLAN}"],
+               "command": f"PYTHONPATH=src python3 -m em_interp.pipeline.gpu_replay receive {rel}/{p['file']}"}
+              for p in plan["pieces"]]
     calls.append({"carry": [f"{rel}/{PLAN}", f"{rel}/data", ".whl"], "timeout_s": deadline_s + 50,
-                  "command": ("python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
-                              "export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 && python3 -m "
-                              f"em_interp.pipeline.gpu_replay run --plan {rel}/{PLAN} --data {rel}/data "
-                              f"--out $OUT --seeds {seeds} --deadline-s {deadline_s} 2>&1 | tee $OUT/replay.log")})
+                  "command": (DEVICE_ENV + f"python3 -m em_interp.pipeline.gpu_replay run --plan {rel}/{PLAN} "
+                              f"--data {rel}/data --out $OUT --seeds {seeds} --deadline-s {deadline_s} {QUIET} "
+                              "| tee $OUT/replay.log")})
     return calls
 
 
@@ -223,7 +279,9 @@ def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, r
 def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: int, deadline_s: float,
         job_args: list[str], model_dir: Path | None = None) -> dict:
     """Assemble, then run every (arm, seed) job as its own process, ``parallel`` at a time.
-    ``model_dir``: train this model folder instead of the plan's model (``selftest``)."""
+    ``model_dir``: train this model folder instead of the plan's model (``selftest``), in a work
+    folder of its own: jobs resume from their folder, and the real run must never resume from a
+    selftest's adapters (the adapter's base check refused them on the first GPU run)."""
     t0 = time.time()
     plan = json.loads(plan_path.read_text())
     os.environ.setdefault("EM_INTERP_CACHE", str(stage_dir() / "cache"))
@@ -233,7 +291,7 @@ def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: i
         plan = dict(plan, model=str(model_dir))
     t_ready = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
-    work = stage_dir() / "runs"
+    work = stage_dir() / ("runs" if model_dir is None else "selftest_runs")
     work.mkdir(parents=True, exist_ok=True)
     todo = [(arm, s) for s in seeds for arm in plan["arms"]]   # seed-major: every arm gets seed 0 first
     running: dict[tuple[str, int], subprocess.Popen] = {}
@@ -346,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--parallel", type=int, default=4)
     x.add_argument("--deadline-s", type=float, default=540)
+    sub.add_parser("slim", help="here: untrack and ignore what the device never reads (index only; "
+                                "before pack, so the pieces are as large as a call allows)")
+    sub.add_parser("unslim", help="here: undo slim (index reset to HEAD, ignore lines removed)")
     t = sub.add_parser("selftest", help="there: time the real train+sample jobs on a random-weight model "
                                         "of the plan's shape (pack --selftest carries its config and tokenizer)")
     t.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
@@ -372,11 +433,19 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--sample-batch", type=int, default=400)
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        plan = pack(a.model, a.out, a.organisms, a.questions, piece_mib=a.piece_mib, arms=tuple(a.arms.split(",")))
+        plan = pack(a.model, a.out, a.organisms, a.questions, piece_mib=a.piece_mib, arms=tuple(a.arms.split(",")),
+                    selftest=a.selftest)
         print(f"{len(plan['pieces'])} pieces in {a.out}; device calls (in order) in {a.out / 'calls.json'}")
-        if a.selftest:
-            print(f"selftest files in {pack_selftest(a.model, a.out)}")
         print("the last call also needs the gguf wheel in .whl/ (see the device README for `pip download`)")
+        return 0
+    if a.cmd == "slim":
+        paths = slim()
+        print(f"untracked for the device calls: {' '.join(paths)}; tracked tree now "
+              f"{tracked_tree_bytes() / 2**20:.1f} MiB (undo: unslim; never commit while slim)")
+        return 0
+    if a.cmd == "unslim":
+        unslim()
+        print("index reset to HEAD; the slim ignore lines removed")
         return 0
     if a.cmd == "receive":
         receive(a.piece)
