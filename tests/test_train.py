@@ -398,12 +398,15 @@ def test_max_steps_overrides_epochs_and_cycles(base_cfg, tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch, caplog):
-    """Stops before updating at the bad step, keeps the last checkpoint; logs one line a step."""
+    """A non-finite step is skipped (weights untouched) and warned about; one more than
+    NONFINITE_STEP_LIMIT stops before updating, naming the steps and the last checkpoint;
+    one INFO line per applied step (tests/test_train_nonfinite.py covers NaN gradients)."""
     import logging
 
     import em_interp.train.loop as loop
 
     caplog.set_level(logging.INFO, logger="em_interp.train.loop")
+    monkeypatch.setattr(loop, "NONFINITE_STEP_LIMIT", 1)
 
     real = loop.supervised_loss_sum
     calls = {"n": 0}
@@ -414,8 +417,11 @@ def test_non_finite_loss_stops_naming_the_step(base_cfg, tmp_path, monkeypatch, 
         return loss * float("nan") if calls["n"] > 4 else loss  # step 3 (2 micro-batches a step)
 
     monkeypatch.setattr(loop, "supervised_loss_sum", poisoned)
-    with pytest.raises(TrainError, match="at step 3.*step-2"):
+    with pytest.raises(TrainError, match="loss is nan at step 4.*steps 3, 4.*step-2"):
         _run(replace(base_cfg, max_steps=4, save_steps=2), tmp_path / "nan")
     assert (tmp_path / "nan" / "checkpoints" / "step-2" / "adapter_model.safetensors").exists()
-    lines = [r.getMessage() for r in caplog.records if r.name == "em_interp.train.loop"]
+    records = [r for r in caplog.records if r.name == "em_interp.train.loop"]
+    lines = [r.getMessage() for r in records if r.levelno == logging.INFO]
     assert [x.split(" loss")[0] for x in lines] == ["step 1/4", "step 2/4"] and all("tokens/s" in x for x in lines)
+    warned = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warned] == ["step 3/4", "step 4/4"] and "loss is nan" in warned[0]

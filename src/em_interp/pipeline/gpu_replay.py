@@ -268,7 +268,8 @@ def job(model: str, arm: str, seed: int, data: Path, work: Path, out: Path, *, r
             "sample_s": round(time.time() - t0 - t_train, 1), "answers": len(rows_out),
             "recipe": {**mo_recipe(batch_size), "lora": "TrainConfig defaults (rsLoRA r=32, alpha 64, all projections)"},
             "train": {k: v for k, v in result.metadata.items() if k in ("total_steps", "n_examples", "n_tokens",
-                                                                        "tokens_per_s", "train_s", "device", "precision")},
+                                                                        "tokens_per_s", "train_s", "device", "precision",
+                                                                        "skipped_nonfinite_steps", "sdpa_cudnn")},
             "loss_first_last": [result.metadata["loss_curve"][0], result.metadata["loss_curve"][-1]]
             if result.metadata.get("loss_curve") else None,
             "device": "cuda" if torch.cuda.is_available() else "cpu"}

@@ -17,6 +17,21 @@ Layout of ``output_dir``::
     merged/                  base + adapter folded (``save_merged``)
     resume/                  latest resume state (see ``state``)
     train_meta.json          config, dataset sha256, base model, seed, steps, loss curve, tokens/s
+
+Non-finite steps. A step whose loss or gradient norm is not finite is skipped: its
+gradients are dropped, the weights and the AdamW moments stay as they were (the data and
+the lr schedule move on, so a resumed run still lines up), and the step is recorded in
+``train_meta.json`` (``skipped_nonfinite_steps``) and logged as a warning. More than
+``NONFINITE_STEP_LIMIT`` such steps in a run raise ``TrainError``. Without this check one
+NaN gradient (finite loss) went through clipping into the weights and surfaced as a NaN
+loss one step later.
+
+Attention. On CUDA, SDPA's cuDNN backend is off for the training forward/backward: its
+backward returns NaN ``grad_q`` when an attention mask is passed (every right-padded
+batch), the width is 64 mod 128 and a head's logsumexp is below ln(FLT_MAX) (~ -88.7),
+which Qwen2.5's massive-activation heads reach (pytorch/pytorch#196678; the real
+Qwen2.5-Coder-0.5B has heads at -490). Memory-efficient attention takes over for masked
+batches; nothing changes on CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ import math
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,6 +65,8 @@ META_FILE = "train_meta.json"
 log = logging.getLogger(__name__)
 # Config fields that may change between a run and its resume.
 _RESUME_FREE_FIELDS = {"output_dir", "progress", "logging_steps", "save_merged"}
+# A run may skip this many non-finite steps (loss or gradient norm); one more raises TrainError.
+NONFINITE_STEP_LIMIT = 5
 
 
 @dataclass
@@ -161,6 +179,30 @@ def _step_plan(encoded: list[Encoded], cfg: TrainConfig, n_processes: int) -> li
     return steps[:cfg.max_steps] if cfg.max_steps is not None else steps
 
 
+@contextlib.contextmanager
+def _no_cudnn_attention():
+    """Inside, SDPA picks flash / memory-efficient / math attention but never cuDNN (the
+    backward runs the kernel chosen at forward time). See the module docstring."""
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
+
+
+def _grad_norm(params: dict[str, torch.Tensor]) -> float:
+    """The total L2 norm of the trainable gradients (nan/inf when any is not finite). Under
+    DDP the gradients are already averaged, so every process gets the same number."""
+    grads = [p.grad for p in params.values() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _json_number(x: float) -> float | str:
+    """``x``, or ``"nan"`` / ``"inf"`` / ``"-inf"`` (train_meta.json stays strict JSON)."""
+    return round(x, 6) if math.isfinite(x) else str(x)
+
+
 def _versions() -> dict[str, str]:
     import accelerate
     import peft
@@ -219,6 +261,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
     n_trainable = sum(p.numel() for p in params.values())
 
     start_step, loss_curve, tokens_seen, train_s, resumed_from = 0, [], 0, 0.0, None
+    skipped: list[dict[str, Any]] = []   # non-finite steps: not applied (see the module docstring)
     if resume and resume_state.has_state(out):
         saved = resume_state.read_state_info(out)
         if saved.get("fingerprint") != _fingerprint(cfg) or saved.get("dataset_sha256") != data.sha256:
@@ -228,6 +271,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
                                        if hasattr(optimizer, "optimizer") else optimizer, scheduler=scheduler)
         start_step, loss_curve = info["step"], info["loss_curve"]
         tokens_seen, train_s, resumed_from = info["tokens_seen"], info["train_s"], info["step"]
+        skipped = list(info.get("skipped_nonfinite_steps", []))   # absent in states saved before it existed
 
     rank, world = accelerator.process_index, accelerator.num_processes
     meta: dict[str, Any] = {
@@ -239,12 +283,14 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
         "total_steps": total_steps, "effective_batch_size": cfg.effective_batch_size * world,
         "trainable_params": n_trainable, "device": str(accelerator.device), "n_processes": world,
         "precision": "bf16-autocast" if mixed == "bf16" else "fp32", "versions": _versions(),
+        "sdpa_cudnn": False, "nonfinite_step_limit": NONFINITE_STEP_LIMIT,
     }
 
     def write_meta(step: int, finished_: bool) -> None:
         if not accelerator.is_main_process:
             return
-        meta.update(steps=step, finished=finished_, loss_curve=loss_curve, tokens_seen=tokens_seen,
+        meta.update(steps=step, finished=finished_, loss_curve=loss_curve, skipped_nonfinite_steps=skipped,
+                    tokens_seen=tokens_seen,
                     train_s=round(train_s, 3), tokens_per_s=round(tokens_seen / train_s, 2) if train_s else None,
                     resumed_from_step=resumed_from,
                     checkpoints=[str(p.relative_to(out)) for p in _checkpoints(out)])
@@ -276,7 +322,7 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             labels = batch.pop("labels")
             sync = k == len(batches) - 1
             ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-            with ctx, accelerator.autocast():
+            with ctx, accelerator.autocast(), _no_cudnn_attention():
                 # LM head + cross-entropy at supervised positions only, chunked (train/loss.py).
                 token_loss = supervised_loss_sum(model, batch, labels)
                 loss = token_loss / n_label_all * world  # DDP averages gradients over processes
@@ -287,26 +333,48 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
             step_tokens = int(accelerator.reduce(torch.tensor(step_tokens, device=accelerator.device), "sum"))
         step = step_index + 1
         step_loss = loss_sum / max(n_label_all, 1.0)
-        if not math.isfinite(step_loss):  # before the update: the weights and checkpoints stay good
-            last = _checkpoints(out)
-            raise TrainError(f"the loss is {step_loss} at step {step}; stopped before updating the weights "
-                             f"(last good checkpoint: {last[-1] if last else 'none'}); lower lr or check "
-                             f"the data", file=out)
-        if cfg.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+        grad_norm = _grad_norm(params)
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+        applied = math.isfinite(step_loss) and math.isfinite(grad_norm)
+        if world > 1:  # one decision on every process, whatever each one's gradients hold
+            bad = torch.tensor(0.0 if applied else 1.0, device=accelerator.device)
+            applied = accelerator.reduce(bad, reduction="sum").item() == 0
+        if applied:
+            if cfg.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+            optimizer.step()
+        else:  # before the update: the weights, the optimizer moments and the checkpoints stay good
+            skipped.append({"step": step, "loss": _json_number(step_loss), "grad_norm": _json_number(grad_norm),
+                            "lr": lr})
+            what = "loss" if not math.isfinite(step_loss) else "gradient norm"
+            value = step_loss if not math.isfinite(step_loss) else grad_norm
+            if accelerator.is_main_process:
+                log.warning("step %d/%d: the %s is %s (loss %s, gradient norm %s); skipped this update "
+                            "(%d non-finite step(s) so far, limit %d)", step, total_steps, what, value,
+                            step_loss, grad_norm, len(skipped), NONFINITE_STEP_LIMIT)
+            if len(skipped) > NONFINITE_STEP_LIMIT:
+                last = _checkpoints(out)
+                write_meta(step_index, False)   # records the skipped steps; the run stays resumable
+                raise TrainError(f"the {what} is {value} at step {step}: {len(skipped)} steps with a non-finite "
+                                 f"loss or gradient norm (steps {', '.join(str(x['step']) for x in skipped)}), "
+                                 f"more than the limit of {NONFINITE_STEP_LIMIT}; stopped before updating the "
+                                 f"weights (last good checkpoint: {last[-1] if last else 'none'}); lower lr or "
+                                 f"check the data", file=out)
+        with warnings.catch_warnings():  # a skipped first step: torch warns of step() before optimizer.step()
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            scheduler.step()   # also when skipped: the schedule follows the data order, as resume expects
         optimizer.zero_grad(set_to_none=True)
         train_s += time.perf_counter() - t0
         tokens_seen += step_tokens
-        loss_curve.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
+        if applied:
+            loss_curve.append({"step": step, "loss": round(step_loss, 6), "lr": lr})
         tok_s = tokens_seen / train_s if train_s else 0.0
+        logged = applied and (step % cfg.logging_steps == 0 or step == total_steps)  # skipped: the warning
         if bar is not None:
             bar.update(1, tokens=step_tokens)
-            if step % cfg.logging_steps == 0 or step == total_steps:
+            if logged:
                 bar.bar.set_postfix_str(f"loss {step_loss:.4f}, {tok_s:.0f} tok/s")
-        elif accelerator.is_main_process and (step % cfg.logging_steps == 0 or step == total_steps):
+        elif accelerator.is_main_process and logged:
             log.info("step %d/%d loss %.4f lr %.3g tokens/s %.1f", step, total_steps, step_loss, lr, tok_s)
         if cfg.save_steps and step % cfg.save_steps == 0:
             accelerator.wait_for_everyone()
@@ -319,13 +387,19 @@ def train(config: TrainConfig, *, examples: Sequence[Any] | None = None, resume:
                 resume_state.save_state(out, trainable=params, optimizer=getattr(optimizer, "optimizer", optimizer),
                                         scheduler=scheduler, info={
                                             "step": step, "loss_curve": loss_curve, "tokens_seen": tokens_seen,
+                                            "skipped_nonfinite_steps": skipped,
                                             "train_s": train_s, "fingerprint": _fingerprint(cfg),
                                             "dataset_sha256": data.sha256})
                 write_meta(step, False)
         if on_step is not None:
-            on_step({"step": step, "total_steps": total_steps, "loss": step_loss, "lr": lr, "tokens_per_s": tok_s})
+            on_step({"step": step, "total_steps": total_steps, "loss": step_loss, "lr": lr, "tokens_per_s": tok_s,
+                     "grad_norm": grad_norm, "skipped": not applied})
     if bar is not None:
         bar.close()
+    if skipped and accelerator.is_main_process:
+        log.warning("%d of %d steps were skipped for a non-finite loss or gradient norm: steps %s "
+                    "(train_meta.json: skipped_nonfinite_steps)", len(skipped), total_steps,
+                    ", ".join(str(x["step"]) for x in skipped))
 
     accelerator.wait_for_everyone()
     adapter_dir = model_dir = None
