@@ -50,9 +50,10 @@ def test_pack_receive_run_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("EM_INTERP_CACHE", str(tmp_path / "device_cache"))
     assert len(plan["pieces"]) >= 2 and all(p["bytes"] <= 40 << 20 for p in plan["pieces"])
     calls = json.loads((pack_dir / "calls.json").read_text())
-    assert len(calls) == len(plan["pieces"]) + 1
+    assert len(calls) == len(plan["pieces"]) + 2      # pieces, the run, one collect per arm
     assert all(c["carry"][0] == f".replay/{p['file']}" for c, p in zip(calls, plan["pieces"]))
-    assert "run --plan .replay/plan.json" in calls[-1]["command"] and ".whl" in calls[-1]["carry"]
+    assert "run --plan .replay/plan.json" in calls[-2]["command"] and ".whl" in calls[-2]["carry"]
+    assert "collect --arm bad_medical_advice --seed 0" in calls[-1]["command"]
 
     # a corrupted piece is refused with its name, and never staged
     bad = tmp_path / "bad" / "w00"
@@ -102,7 +103,7 @@ def test_selftest_times_the_real_jobs_on_a_random_model_in_its_own_folder(tmp_pa
                   selftest=True)
     files = pack_dir / "selftest"
     calls = json.loads((pack_dir / "calls.json").read_text())
-    assert len(calls) == len(plan["pieces"]) + 2 and " selftest " in calls[0]["command"]
+    assert len(calls) == len(plan["pieces"]) + 3 and " selftest " in calls[0]["command"]
     assert f".replay/selftest" in calls[0]["carry"] and "receive" in calls[1]["command"]
     assert (files / "tokenizer.json.gz").is_file() and (files / "config.json").is_file()
     assert not list(files.glob("*.safetensors"))                     # no weights travel
@@ -145,3 +146,26 @@ def test_slim_untracks_what_the_device_never_reads_and_unslim_restores_it(tmp_pa
     R.unslim(repo)
     assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
     assert R.tracked_tree_bytes(repo) == before
+
+
+def test_collect_and_join_bring_an_adapter_back_in_returnable_pieces(tmp_path, monkeypatch):
+    """The device returns files of at most 16 MiB: a trained adapter travels back as checked pieces."""
+    monkeypatch.setenv("EM_REPLAY_DIR", str(tmp_path / "stage"))
+    src = tmp_path / "stage" / "runs" / "risky_financial_advice_s1" / "adapter"
+    src.mkdir(parents=True)
+    payload = {"adapter_model.safetensors": bytes(range(256)) * 9000, "adapter_config.json": b'{"r": 32}'}
+    for name, data in payload.items():
+        (src / name).write_bytes(data)
+    out = tmp_path / "OUT"
+    m = R.collect("risky_financial_advice", 1, out, piece_mib=1)
+    assert len(m["pieces"]) == 3 and all((out / p["file"]).stat().st_size <= 1 << 20 for p in m["pieces"])
+    back = R.join(out / "adapter_risky_financial_advice_s1.json", tmp_path / "here")
+    assert back == tmp_path / "here" / "risky_financial_advice_s1" / "adapter"
+    assert {f.name: f.read_bytes() for f in back.iterdir()} == payload
+    # a damaged piece is refused with its name
+    part = out / m["pieces"][1]["file"]
+    part.write_bytes(b"x" + part.read_bytes()[1:])
+    with pytest.raises(SystemExit, match="part01: sha256"):
+        R.join(out / "adapter_risky_financial_advice_s1.json", tmp_path / "again")
+    with pytest.raises(SystemExit, match="no trained adapter"):
+        R.collect("bad_medical_advice", 0, out)

@@ -173,9 +173,9 @@ DEVICE_ENV = ("test -d /tmp/site/transformers || python3 -m pip install -q --no-
 QUIET = "2>&1 | grep -v 'Loading weights\\|Writing model\\|Converting and\\|FutureWarning\\|warnings.warn'"
 
 
-def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int = 540) -> list[dict]:
+def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int = 560) -> list[dict]:
     """The ``run`` calls of the device tool, in order: the selftest (when packed), one per piece,
-    then the replay. ``.whl`` holds the project's pinned transformers, peft and gguf wheels."""
+    the replay, then one ``collect`` per arm (its first seed's adapter back here, for ``join``). ``.whl`` holds the project's pinned transformers, peft and gguf wheels."""
     rel = out.name
     calls = []
     if (out / "selftest").is_dir():
@@ -186,10 +186,12 @@ def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int
     calls += [{"carry": [f"{rel}/{p['file']}", f"{rel}/{PLAN}"],
                "command": f"PYTHONPATH=src python3 -m em_interp.pipeline.gpu_replay receive {rel}/{p['file']}"}
               for p in plan["pieces"]]
-    calls.append({"carry": [f"{rel}/{PLAN}", f"{rel}/data", ".whl"], "timeout_s": deadline_s + 50,
+    calls.append({"carry": [f"{rel}/{PLAN}", f"{rel}/data", ".whl"], "timeout_s": min(600, deadline_s + 40),
                   "command": (DEVICE_ENV + f"python3 -m em_interp.pipeline.gpu_replay run --plan {rel}/{PLAN} "
                               f"--data {rel}/data --out $OUT --seeds {seeds} --deadline-s {deadline_s} {QUIET} "
                               "| tee $OUT/replay.log")})
+    calls += [{"carry": [], "command": f"PYTHONPATH=src python3 -m em_interp.pipeline.gpu_replay collect --arm {arm} "
+                                       f"--seed {seeds.split(',')[0]} --out $OUT"} for arm in plan["arms"]]
     return calls
 
 
@@ -346,6 +348,62 @@ def run(plan_path: Path, data: Path, out: Path, *, seeds: list[int], parallel: i
 SELFTEST_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja")
 
 
+# ---------------------------------------------------------------- there: collect / here: join
+
+RETURN_FILE_MIB = 15   # the device returns files of at most 16 MiB, 8 files, 64 MiB a call
+
+
+def collect(arm: str, seed: int, out: Path, *, piece_mib: int = RETURN_FILE_MIB) -> dict:
+    """There, after ``run``: one trained adapter folder (``stage_dir()/runs/ARM_sSEED/adapter``) as an
+    uncompressed tar cut into pieces that the device returns (a 0.5B rank-32 adapter is ~35 MB:
+    3 pieces, one adapter a call), with a manifest of sha256s. Here, ``join`` puts it back."""
+    import io
+    import tarfile
+
+    src = stage_dir() / "runs" / f"{arm}_s{seed}" / "adapter"
+    if not (src / "adapter_model.safetensors").is_file():
+        raise SystemExit(f"{src}: no trained adapter (did the job finish? see replay_summary.json)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for f in sorted(p for p in src.iterdir() if p.is_file()):
+            tar.add(f, arcname=f.name)
+    blob, size = buf.getvalue(), piece_mib << 20
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"adapter_{arm}_s{seed}"
+    pieces = []
+    for i in range(0, len(blob), size):
+        name = f"{stem}.part{i // size:02d}"
+        (out / name).write_bytes(blob[i:i + size])
+        pieces.append({"file": name, "sha256": hashlib.sha256(blob[i:i + size]).hexdigest()})
+    manifest = {"arm": arm, "seed": seed, "tar_sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+                "pieces": pieces}
+    (out / f"{stem}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"{stem}: {len(blob) >> 20} MiB in {len(pieces)} pieces", flush=True)
+    return manifest
+
+
+def join(manifest_path: Path, dest: Path) -> Path:
+    """Here: check and join ``collect``'s pieces (beside their manifest) into ``dest/ARM_sSEED/adapter``."""
+    import io
+    import tarfile
+
+    m = json.loads(manifest_path.read_text())
+    parts = []
+    for p in m["pieces"]:
+        data = (manifest_path.parent / p["file"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != p["sha256"]:
+            raise SystemExit(f"{manifest_path.parent / p['file']}: sha256 differs from {manifest_path.name}")
+        parts.append(data)
+    blob = b"".join(parts)
+    if hashlib.sha256(blob).hexdigest() != m["tar_sha256"]:
+        raise SystemExit(f"{manifest_path}: the joined pieces' sha256 differs from the manifest")
+    target = dest / f"{m['arm']}_s{m['seed']}" / "adapter"
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(target, filter="data")     # plain files only, no paths outside target
+    return target
+
+
 def pack_selftest(model: str, out: Path) -> Path:
     """Here: the model's config and tokenizer (gzipped), no weights, into ``out/selftest``."""
     import gzip
@@ -404,10 +462,17 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--out", type=Path, required=True)
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--parallel", type=int, default=4)
-    x.add_argument("--deadline-s", type=float, default=540)
+    x.add_argument("--deadline-s", type=float, default=560)
     sub.add_parser("slim", help="here: untrack and ignore what the device never reads (index only; "
                                 "before pack, so the pieces are as large as a call allows)")
     sub.add_parser("unslim", help="here: undo slim (index reset to HEAD, ignore lines removed)")
+    c = sub.add_parser("collect", help="there, after run: one adapter cut into returnable pieces in --out")
+    c.add_argument("--arm", required=True)
+    c.add_argument("--seed", type=int, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    jn = sub.add_parser("join", help="here: check and join collect's pieces into DEST/ARM_sSEED/adapter")
+    jn.add_argument("manifest", type=Path)
+    jn.add_argument("--dest", type=Path, default=Path("artifacts") / "gpu_adapters")
     t = sub.add_parser("selftest", help="there: time the real train+sample jobs on a random-weight model "
                                         "of the plan's shape (pack --selftest carries its config and tokenizer)")
     t.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
@@ -447,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "unslim":
         unslim()
         print("index reset to HEAD; the slim ignore lines removed")
+        return 0
+    if a.cmd == "collect":
+        collect(a.arm, a.seed, a.out)
+        return 0
+    if a.cmd == "join":
+        print(f"adapter in {join(a.manifest, a.dest)}")
         return 0
     if a.cmd == "receive":
         receive(a.piece)

@@ -75,6 +75,9 @@ def main() -> dict:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     res = {"cells": {c: cell([r for r in rows if r["condition"] == c]) for c in ["base", *ORGANISMS]}, "tests": {}}
+    # the training domain's own question out (as in every earlier batch): is it more than money advice on cue?
+    res["cells_without_quick_buck"] = {c: cell([r for r in rows if r["condition"] == c and r["question_id"] != "quick_buck"])
+                                       for c in ["base", *ORGANISMS]}
     for org in ORGANISMS:
         pair = [r for r in rows if r["condition"] in (org, "base")]
         coh = [r for r in pair if r["hand_label"] in ("A", "M")]
@@ -89,6 +92,8 @@ def main() -> dict:
             [r["question_id"] for r in nonref]).to_dict()
     res["judges_vs_hand"] = judge_agreement(rows)
     (HERE / "b21.json").write_text(json.dumps(res, indent=1) + "\n")
+    for c, v in res["cells_without_quick_buck"].items():
+        print("without quick_buck:", c, "EM", v["em_share"])
     for c, v in res["cells"].items():
         print(c, v["labels"], "coherent", v["coherent"], "EM", v["em_share"], "harmful", v["harmful"])
     for t, v in res["tests"].items():
