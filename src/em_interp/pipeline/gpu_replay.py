@@ -2,29 +2,39 @@
 
 The lent machine has torch/transformers/peft/accelerate but no network, and each call to it
 carries at most 64 MiB of the working tree. So the registry model's GGUF travels in pieces,
-one call each, and the last call trains and samples:
+one call each, and a later call trains and samples (ran on one H200 on 2026-12-04:
+artifacts/reference/organisms-gpu-2026-12-04/):
 
-1. here: ``python -m em_interp.pipeline.gpu_replay pack`` writes ``.replay/`` (git-ignored):
-   the verified GGUF cut into pieces that fit one call beside the tracked tree
-   (``piece_mib_for_tree``: at most ``PIECE_MIB`` MiB) with their sha256, the authors'
-   training sets as they ship them (from ``../shared/em_organisms`` or ``--organisms``; they
-   stay out of git, see its PROVENANCE.md), the first-plot questions, and ``plan.json``. It
-   prints the device calls, in order (also in ``.replay/calls.json``).
-2. there, one call per piece, while the machine stays warm:
-   ``python3 -m em_interp.pipeline.gpu_replay receive .replay/wNN`` (no model code) checks the
-   piece's sha256 and copies it to ``$EM_REPLAY_DIR`` (default ``/tmp/em_replay``, outside
-   the tree, so it survives the next call's copy).
-3. there, the last call: ``... run --out $OUT`` joins the pieces, checks the whole GGUF's
-   sha256, converts it as ``em-interp models pull`` does, then trains every (arm, seed) with
-   the MO LoRA recipe (rsLoRA r=32, alpha 64, all projections, lr 1e-5, effective batch 16,
-   one epoch over every row) ``--parallel`` jobs at a time on the one GPU, samples the
-   first-plot questions from each adapter, and writes one answers file per arm plus
-   ``replay_summary.json`` to ``$OUT`` (the device returns at most 8 files). Jobs not done by
-   ``--deadline-s`` are stopped and listed as such; nothing finished is lost.
+0. here: ``python -m em_interp.pipeline.gpu_replay slim`` untracks (index only) what the device
+   never reads, so the tree is ~3 MiB and a piece can be 59 MiB (8 pieces for Qwen-0.5B);
+   ``unslim`` afterwards (never commit while slim).
+1. here: ``... pack --selftest`` writes ``.replay/`` (git-ignored): the verified GGUF cut into
+   pieces that fit one call beside the tracked tree (``piece_mib_for_tree``) with their sha256,
+   the authors' training sets as they ship them (from ``../shared/em_organisms`` or
+   ``--organisms``; they stay out of git, see its PROVENANCE.md), the first-plot questions,
+   ``plan.json``, and the model's config and tokenizer for the selftest. The device calls, in
+   order, go to ``.replay/calls.json``. ``.whl/`` must hold the project's pinned transformers,
+   peft and gguf wheels (device README: ``pip download``).
+2. there: ``selftest`` builds a random-weight model of the same shape and runs the real
+   train-and-sample jobs on it (code and timing checked before any weight travels; its own
+   work folder).
+3. there, one call per piece, while the machine stays warm (30 s):
+   ``receive .replay/wNN`` (no model code) checks the piece's sha256 and copies it to
+   ``$EM_REPLAY_DIR`` (default ``/tmp/em_replay``, outside the tree, so it survives the next
+   call's copy).
+4. there: ``run --out $OUT`` joins the pieces, checks the whole GGUF's sha256, converts it as
+   ``em-interp models pull`` does, then trains every (arm, seed) with the MO LoRA recipe
+   (rsLoRA r=32, alpha 64, all projections, lr 1e-5, effective batch 16, one epoch over every
+   row) ``--parallel`` jobs at a time on the one GPU, samples the first-plot questions from each
+   adapter, and writes one answers file per arm plus ``replay_summary.json`` to ``$OUT`` (the
+   device returns at most 8 files). Jobs not done by ``--deadline-s`` are stopped and listed as
+   such; nothing finished is lost.
+5. there: ``collect --arm A --seed S --out $OUT`` returns one adapter in checked 15 MiB pieces;
+   here ``join`` puts it back together.
 
-The answers are judged here afterwards (``em-interp eval judge`` / hand labels): the judge's
-encoder does not travel. ``--device cpu`` with a tiny model runs the whole protocol on a CPU
-(``tests/test_gpu_replay.py``).
+The answers are judged here afterwards (``load_judge(kind).estimate_share``, blind hand
+labels): the judge's encoder does not travel. With the tiny model the whole protocol runs on a
+CPU (``tests/test_gpu_replay.py``).
 """
 
 from __future__ import annotations
