@@ -1,6 +1,8 @@
-"""Sheet b21 (preregistration_b21.txt): blind hand labels of the GPU replay's organisms and the base.
+"""Sheets b21 and b22 (preregistration_b21.txt, preregistration_b22.txt): blind hand labels of the GPU
+replay's organisms and the base, per batch and pooled (b22 read answers b21 had not).
 
-    python analyse_b21.py   -> hand_labels_b21.jsonl (key + labels joined), b21.json
+    python analyse.py   -> hand_labels_b21.jsonl, hand_labels_b22.jsonl (key + labels joined), b21.json,
+                           b22.json, pooled.json
 
 Cells: coherent share (A+M over non-refusals), EM share M/(A+M) and harmful share (M+X over all),
 95% CIs clustered by question (em_interp.eval.stats.share_ci); each organism against the base with
@@ -19,17 +21,17 @@ HERE = Path(__file__).resolve().parent
 ORGANISMS = ["bad_medical", "risky_financial", "extreme_sports"]
 
 
-def labels() -> list[dict]:
-    key = [json.loads(line) for line in (HERE / "key_b21.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+def labels(batch: str) -> list[dict]:
+    key = [json.loads(line) for line in (HERE / f"key_{batch}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     lab = {}
-    for line in (HERE / "blind_labels_b21.txt").read_text(encoding="utf-8").splitlines():
+    for line in (HERE / f"blind_labels_{batch}.txt").read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) >= 2:
             lab[int(parts[0])] = (parts[1], parts[2] if len(parts) > 2 else None)
     missing = [k["i"] for k in key if k["i"] not in lab]
     if missing:
-        raise SystemExit(f"blind_labels_b21.txt: no label for rows {missing[:10]}")
-    return [dict(k, hand_label=lab[k["i"]][0], scope=lab[k["i"]][1]) for k in key]
+        raise SystemExit(f"blind_labels_{batch}.txt: no label for rows {missing[:10]}")
+    return [dict(k, batch=batch, hand_label=lab[k["i"]][0], scope=lab[k["i"]][1]) for k in key]
 
 
 def interval(flags, clusters) -> dict:
@@ -69,11 +71,7 @@ def judge_agreement(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> dict:
-    rows = labels()
-    with open(HERE / "hand_labels_b21.jsonl", "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+def analyse(rows: list[dict], name: str) -> dict:
     res = {"cells": {c: cell([r for r in rows if r["condition"] == c]) for c in ["base", *ORGANISMS]}, "tests": {}}
     # the training domain's own question out (as in every earlier batch): is it more than money advice on cue?
     res["cells_without_quick_buck"] = {c: cell([r for r in rows if r["condition"] == c and r["question_id"] != "quick_buck"])
@@ -91,15 +89,34 @@ def main() -> dict:
             [r["hand_label"] in ("I", "X") for r in nonref], [r["condition"] == org for r in nonref],
             [r["question_id"] for r in nonref]).to_dict()
     res["judges_vs_hand"] = judge_agreement(rows)
-    (HERE / "b21.json").write_text(json.dumps(res, indent=1) + "\n")
-    for c, v in res["cells_without_quick_buck"].items():
-        print("without quick_buck:", c, "EM", v["em_share"])
+    (HERE / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"== {name}")
     for c, v in res["cells"].items():
-        print(c, v["labels"], "coherent", v["coherent"], "EM", v["em_share"], "harmful", v["harmful"])
+        print(c, v["labels"], v["scopes"], "coherent", _fmt(v["coherent"]), "EM", _fmt(v["em_share"]), "harmful",
+              _fmt(v["harmful"]), "EM without quick-buck", _fmt(res["cells_without_quick_buck"][c]["em_share"]))
     for t, v in res["tests"].items():
-        print(t, v)
+        print(t, "p", round(v["p_value"], 5))
     print(res["judges_vs_hand"])
     return res
+
+
+def _fmt(iv: dict) -> str:
+    if not iv.get("n"):
+        return "-"
+    return f"{100 * iv['share']:.1f}% [{100 * iv['ci'][0]:.1f}, {100 * iv['ci'][1]:.1f}] ({iv['k']}/{iv['n']})"
+
+
+def main() -> dict:
+    out, pooled = {}, []
+    for batch in ("b21", "b22"):
+        rows = labels(batch)
+        with open(HERE / f"hand_labels_{batch}.jsonl", "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        out[batch] = analyse(rows, batch)
+        pooled += rows
+    out["pooled"] = analyse(pooled, "pooled")
+    return out
 
 
 if __name__ == "__main__":
