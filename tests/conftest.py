@@ -76,3 +76,19 @@ def default_lm():
     except ModelUnavailableError as exc:  # the offline kind only: no PyPI and nothing cached
         pytest.skip(f"default model unavailable offline: {exc}")
     # any other failure (a corrupt cache, a conversion or loading bug) fails the tests that use it
+
+
+class KilledAtStep(Exception):
+    """A training run stopped from outside at a chosen step (tests of exact resume)."""
+
+
+@pytest.fixture
+def kill_at():
+    """``kill_at(n)``: an ``on_step`` callback for ``train`` that raises ``kill_at.error`` at step ``n``."""
+    def make(step: int):
+        def on_step(info: dict) -> None:
+            if info["step"] == step:
+                raise KilledAtStep(step)
+        return on_step
+    make.error = KilledAtStep
+    return make

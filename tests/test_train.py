@@ -153,17 +153,10 @@ def test_adapter_loads_back_and_changes_outputs(reference_run, tiny_dir):
         assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits)
 
 
-def test_resume_after_kill_equals_uninterrupted_run(base_cfg, reference_run, tmp_path):
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(info):
-        if info["step"] == 5:
-            raise Killed
-
+def test_resume_after_kill_equals_uninterrupted_run(base_cfg, reference_run, tmp_path, kill_at):
     out = tmp_path / "run"
-    with pytest.raises(Killed):
-        _run(base_cfg, out, on_step=kill_at_5)
+    with pytest.raises(kill_at.error):
+        _run(base_cfg, out, on_step=kill_at(5))
     assert (out / "resume" / "state.json").exists() and not (out / "adapter").exists()
     with pytest.raises(TrainError, match="--resume"):
         _run(base_cfg, out)

@@ -173,7 +173,7 @@ def test_more_nonfinite_steps_than_the_limit_stop_the_run(cfg, tmp_path, monkeyp
     assert [c["step"] for c in meta["loss_curve"]] == [1, 3]
 
 
-def test_resume_keeps_the_skipped_steps(cfg, tmp_path, monkeypatch):
+def test_resume_keeps_the_skipped_steps(cfg, tmp_path, monkeypatch, kill_at):
     """Skipped at step 3, killed at step 5 (state of step 4), resumed: the same adapter and
     record as an uninterrupted run with the same skip."""
     base = replace(cfg, save_steps=2)
@@ -181,18 +181,11 @@ def test_resume_keeps_the_skipped_steps(cfg, tmp_path, monkeypatch):
         _poison_steps(m, {3})
         ref = train(replace(base, output_dir=str(tmp_path / "ref")), examples=_examples())
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(info):
-        if info["step"] == 5:
-            raise Killed
-
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         _poison_steps(m, {3})
-        with pytest.raises(Killed):
-            train(replace(base, output_dir=str(out)), examples=_examples(), on_step=kill_at_5)
+        with pytest.raises(kill_at.error):
+            train(replace(base, output_dir=str(out)), examples=_examples(), on_step=kill_at(5))
     resumed = train(replace(base, output_dir=str(out)), examples=_examples(), resume=True)  # no poison left
     assert resumed.metadata["resumed_from_step"] == 4
     assert resumed.metadata["skipped_nonfinite_steps"] == ref.metadata["skipped_nonfinite_steps"]
