@@ -511,8 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "pack":
         plan = pack(a.model, a.out, a.organisms, a.questions, piece_mib=a.piece_mib, arms=tuple(a.arms.split(",")),
                     selftest=a.selftest)
-        print(f"{len(plan['pieces'])} pieces in {a.out}; device calls (in order) in {a.out / 'calls.json'}")
-        print("the last call also needs the gguf wheel in .whl/ (see the device README for `pip download`)")
+        print(f"{len(plan['pieces'])} pieces of {plan['piece_mib']} MiB in {a.out}; device calls (in order) in "
+              f"{a.out / 'calls.json'}")
+        if plan["piece_mib"] < PIECE_MIB:
+            print(f"the tracked tree leaves room for {plan['piece_mib']} MiB pieces only: `slim` first (and `unslim` "
+                  f"after the device calls) gives {PIECE_MIB} MiB pieces, fewer calls")
+        print("the selftest and run calls need .whl/ with the project's pinned transformers, peft and gguf "
+              "wheels (device README: `pip download`)")
         return 0
     if a.cmd == "slim":
         paths = slim()
