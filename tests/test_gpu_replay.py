@@ -26,13 +26,16 @@ needs_shared = pytest.mark.skipif(not (ORGANISMS / "bad_medical_advice.jsonl.gz"
 
 def test_a_piece_and_the_tree_fit_one_device_call():
     """The device takes at most 64 MiB per call: one piece, plan.json and the tracked tree (which
-    holds the shipped organisms' adapters), so the default piece size shrinks with the tree."""
+    holds the shipped organisms' adapters and the reference artifacts), so the default piece size
+    shrinks with the tree; ``slim`` keeps what the device reads (src, experiments) far below."""
     try:
-        tree = R.tracked_tree_bytes(ROOT)
+        tree = R.tracked_tree_bytes(ROOT, slimmed=True)
+        full = R.tracked_tree_bytes(ROOT)
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
+    assert tree < full and tree < 8 << 20, f"the slim tree is {tree >> 20} MiB"
     mib = R.piece_mib_for_tree(tree)
-    assert 4 <= mib <= R.PIECE_MIB
+    assert mib == R.PIECE_MIB
     assert (mib << 20) + tree + (1 << 20) < 64 << 20, f"tree {tree >> 20} MiB + a {mib} MiB piece exceeds 64 MiB"
     assert R.piece_mib_for_tree(3 << 20) == R.PIECE_MIB          # a slim tree: the largest piece
     assert R.piece_mib_for_tree(42 << 20) == 64 - 42 - R.MARGIN_MIB

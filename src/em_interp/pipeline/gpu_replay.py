@@ -76,10 +76,15 @@ def mo_recipe(batch_size: int) -> dict:
     return dict(over, per_device_batch_size=batch_size, gradient_accumulation_steps=effective // batch_size)
 
 
-def tracked_tree_bytes(root: Path = REPO_ROOT) -> int:
-    """Bytes of the files git tracks under ``root``: what travels with every device call."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
-    return sum((root / f).stat().st_size for f in files.decode().split("\0") if f and (root / f).is_file())
+def tracked_tree_bytes(root: Path = REPO_ROOT, *, slimmed: bool = False) -> int:
+    """Bytes of the files git tracks under ``root``: what travels with every device call;
+    ``slimmed``: what would travel after ``slim``."""
+    files = [f for f in subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
+                                       check=True).stdout.decode().split("\0") if f]
+    if slimmed:
+        out = tuple(_slim_paths(root))
+        files = [f for f in files if not f.startswith(out)]
+    return sum((root / f).stat().st_size for f in files if (root / f).is_file())
 
 
 def piece_mib_for_tree(tree_bytes: int) -> int:
