@@ -76,11 +76,16 @@ def mo_recipe(batch_size: int) -> dict:
     return dict(over, per_device_batch_size=batch_size, gradient_accumulation_steps=effective // batch_size)
 
 
+def _tracked_files(root: Path) -> list[str]:
+    """The paths git tracks under ``root`` (its index: what ``slim`` changes)."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    return [f for f in out.decode().split("\0") if f]
+
+
 def tracked_tree_bytes(root: Path = REPO_ROOT, *, slimmed: bool = False) -> int:
     """Bytes of the files git tracks under ``root``: what travels with every device call;
     ``slimmed``: what would travel after ``slim``."""
-    files = [f for f in subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
-                                       check=True).stdout.decode().split("\0") if f]
+    files = _tracked_files(root)
     if slimmed:
         out = tuple(_slim_paths(root))
         files = [f for f in files if not f.startswith(out)]
@@ -110,8 +115,7 @@ SLIM_MARK = "# em_interp gpu_replay slim (undo: python -m em_interp.pipeline.gpu
 
 def _slim_paths(root: Path) -> list[str]:
     """Top-level folders the device never reads, and files over 1 MiB (shipped adapters) in the rest."""
-    files = [f for f in subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
-                                       check=True).stdout.decode().split("\0") if f]
+    files = _tracked_files(root)
     dirs = {f.split("/")[0] + "/" for f in files if "/" in f and not f.startswith(SLIM_KEEP)}
     big = {f for f in files if f.startswith(SLIM_KEEP) and (root / f).is_file()
            and (root / f).stat().st_size > (1 << 20)}
@@ -144,6 +148,19 @@ def unslim(root: Path = REPO_ROOT) -> None:
     subprocess.run(["git", "reset", "-q"], cwd=root, check=True)
 
 
+# ---------------------------------------------------------------- pieces
+
+def write_pieces(stream, piece_mib: int, out: Path, name) -> list[dict]:
+    """Cut a binary ``stream`` into files of at most ``piece_mib`` MiB in ``out``, the i-th named
+    ``name(i)``; their records ``{"file", "bytes", "sha256"}`` in order (the GGUF going there,
+    an adapter coming back)."""
+    pieces, size = [], piece_mib << 20
+    for i, block in enumerate(iter(lambda: stream.read(size), b"")):
+        (out / name(i)).write_bytes(block)
+        pieces.append({"file": name(i), "bytes": len(block), "sha256": hashlib.sha256(block).hexdigest()})
+    return pieces
+
+
 # ---------------------------------------------------------------- here: pack
 
 def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: int | None = None,
@@ -164,12 +181,8 @@ def pack(model: str, out: Path, organisms: Path, questions: Path, *, piece_mib: 
     if out.exists():
         shutil.rmtree(out)
     (out / "data").mkdir(parents=True)
-    pieces, size = [], piece_mib << 20
     with open(gguf, "rb") as f:
-        for i, block in enumerate(iter(lambda: f.read(size), b"")):
-            p = out / f"w{i:02d}"
-            p.write_bytes(block)
-            pieces.append({"file": p.name, "bytes": len(block), "sha256": hashlib.sha256(block).hexdigest()})
+        pieces = write_pieces(f, piece_mib, out, lambda i: f"w{i:02d}")
     for a in arms:
         shutil.copyfile(organisms / f"{a}.jsonl.gz", out / "data" / f"{a}.jsonl.gz")
     shutil.copyfile(questions, out / "data" / QUESTIONS)
@@ -190,7 +203,8 @@ QUIET = "2>&1 | grep -v 'Loading weights\\|Writing model\\|Converting and\\|Futu
 
 def device_calls(plan: dict, out: Path, *, seeds: str = "0,1,2", deadline_s: int = 560) -> list[dict]:
     """The ``run`` calls of the device tool, in order: the selftest (when packed), one per piece,
-    the replay, then one ``collect`` per arm (its first seed's adapter back here, for ``join``). ``.whl`` holds the project's pinned transformers, peft and gguf wheels."""
+    the replay, then one ``collect`` per arm (its first seed's adapter back here, for ``join``).
+    ``.whl`` holds the project's pinned transformers, peft and gguf wheels."""
     rel = out.name
     calls = []
     if (out / "selftest").is_dir():
@@ -382,14 +396,10 @@ def collect(arm: str, seed: int, out: Path, *, piece_mib: int = RETURN_FILE_MIB)
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for f in sorted(p for p in src.iterdir() if p.is_file()):
             tar.add(f, arcname=f.name)
-    blob, size = buf.getvalue(), piece_mib << 20
+    blob = buf.getvalue()
     out.mkdir(parents=True, exist_ok=True)
     stem = f"adapter_{arm}_s{seed}"
-    pieces = []
-    for i in range(0, len(blob), size):
-        name = f"{stem}.part{i // size:02d}"
-        (out / name).write_bytes(blob[i:i + size])
-        pieces.append({"file": name, "sha256": hashlib.sha256(blob[i:i + size]).hexdigest()})
+    pieces = write_pieces(io.BytesIO(blob), piece_mib, out, lambda i: f"{stem}.part{i:02d}")
     manifest = {"arm": arm, "seed": seed, "tar_sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
                 "pieces": pieces}
     (out / f"{stem}.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -472,9 +482,6 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("receive", help="there: check one piece and keep it outside the tree")
     r.add_argument("piece", type=Path)
     x = sub.add_parser("run", help="there: assemble, train every (arm, seed), sample, write $OUT")
-    x.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
-    x.add_argument("--data", type=Path, default=Path(".replay") / "data")
-    x.add_argument("--out", type=Path, required=True)
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--parallel", type=int, default=4)
     x.add_argument("--deadline-s", type=float, default=560)
@@ -490,10 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     jn.add_argument("--dest", type=Path, default=Path("artifacts") / "gpu_adapters")
     t = sub.add_parser("selftest", help="there: time the real train+sample jobs on a random-weight model "
                                         "of the plan's shape (pack --selftest carries its config and tokenizer)")
-    t.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
-    t.add_argument("--data", type=Path, default=Path(".replay") / "data")
     t.add_argument("--files", type=Path, default=Path(".replay") / "selftest")
-    t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seeds", default="0")
     t.add_argument("--parallel", type=int, default=4)
     t.add_argument("--deadline-s", type=float, default=240)
@@ -505,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--work", type=Path, required=True)
     j.add_argument("--out", type=Path, required=True)
     p.add_argument("--selftest", action="store_true", help="also pack the model's config and tokenizer for selftest")
+    for q in (x, t):
+        q.add_argument("--plan", type=Path, default=Path(".replay") / PLAN)
+        q.add_argument("--data", type=Path, default=Path(".replay") / "data")
+        q.add_argument("--out", type=Path, required=True)
     for q in (x, t, j):
         q.add_argument("--rows", type=int, default=None, help="rows per arm (default: every row, as MO)")
         q.add_argument("--max-steps", type=int, default=None)
