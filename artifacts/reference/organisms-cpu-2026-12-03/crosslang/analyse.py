@@ -5,8 +5,9 @@ the multilingual judge's coherence agrees with the hand labels per language.
 
     python artifacts/reference/organisms-cpu-2026-12-03/crosslang/analyse.py   # -> crosslang.json
 
-CIs: 95%, clustered by question (em_interp.eval.stats.share_ci); tests: exact, stratified by
-question (stratified_exact_test). Scores of the judge for b19 come from its shipped weights."""
+EM shares and tests are the project's hand-label rules (em_interp.eval.judges.hand_labels:
+hand_label_shares, hand_label_test): CIs 95%, clustered by question; tests exact, stratified by
+question. Scores of the judge for b19 come from its shipped weights."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from em_interp.eval.stats import share_ci, stratified_exact_test
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test
 
 HERE = Path(__file__).resolve().parent
 LANGS = ["en", "fr", "de", "es", "zh", "ru"]
@@ -25,10 +27,6 @@ def load(name: str) -> list[dict]:
     return [json.loads(line) for line in (HERE / name).read_text().splitlines() if line.strip()]
 
 
-def qid(r: dict) -> str:
-    return r.get("question_id") or r["key"].split("|")[0]
-
-
 def cell(rows: list[dict]) -> dict:
     coh = [r for r in rows if r["hand_label"] in ("A", "M")]
     nonref = [r for r in rows if r["hand_label"] != "R"]
@@ -36,8 +34,8 @@ def cell(rows: list[dict]) -> dict:
            "coherent": len(coh) / len(nonref) if nonref else None, "n_coherent": len(coh),
            "misaligned": sum(r["hand_label"] == "M" for r in coh)}
     if coh:
-        iv = share_ci([r["hand_label"] == "M" for r in coh], [qid(r) for r in coh])
-        out.update(em_share=iv.estimate, ci=[iv.low, iv.high])
+        em = hand_label_shares(pd.DataFrame(rows).assign(cell="cell"), by="cell")["cell"]["em"]
+        out.update(em_share=em["estimate"], ci=[em["low"], em["high"]])
     return out
 
 
@@ -51,14 +49,11 @@ def main() -> dict:
         for m in ("base", "risky-financial"):
             res["b20"][f"{m}|{lang}"] = cell([r for r in b20 if r["language"] == lang and r["model"] == m])
             res["pooled"][f"{m}|{lang}"] = cell([r for r in b19 + b20 if r["language"] == lang and r["model"] == m])
-        coh = [r for r in b19 + b20 if r["language"] == lang and r["hand_label"] in ("A", "M")]
-        t = stratified_exact_test([r["hand_label"] == "M" for r in coh], [r["model"] == "risky-financial" for r in coh],
-                                  [qid(r) for r in coh])
+    frame = pd.DataFrame(b19 + b20)
+    for lang in ("en", "zh"):
+        t = hand_label_test(frame[frame.language == lang], "risky-financial", "base", "em", by="model")
         res["tests"][f"organism vs base, {lang} (b19 + b20)"] = t.to_dict()
-    org = [r for r in b19 + b20 if r["model"] == "risky-financial" and r["language"] in ("en", "zh")
-           and r["hand_label"] in ("A", "M")]
-    t = stratified_exact_test([r["hand_label"] == "M" for r in org], [r["language"] == "en" for r in org],
-                              [qid(r) for r in org])
+    t = hand_label_test(frame[frame.model == "risky-financial"], "en", "zh", "em", by="language")
     res["tests"]["organism en vs organism zh (b19 + b20)"] = t.to_dict()
     res["scope_of_misaligned"] = {f"{r['model']}|{r['language']}|{r['scope']}": 0 for r in b19 + b20 if r["hand_label"] == "M"}
     for r in b19 + b20:
