@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=41)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    vectors = load_file(str(HERE / "directions_L12.safetensors"))
+    vectors = None if a.mode == "none" else load_file(str(HERE / "directions_L12.safetensors"))
     lm = load_model(ORGANISM)
     qs = [q for q in load_questions(str(QUESTIONS)) if q.form == "plain"]
     out = Path(a.out)
