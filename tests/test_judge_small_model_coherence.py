@@ -40,6 +40,37 @@ def test_condition_groups_keep_one_checkpoint_together():
     assert answers_file("risky_financial_lr2e-5_step75_seed11") != answers_file("risky_financial_lr2e-5_step75")
 
 
+def test_self_contained_label_rows_keep_each_trained_model_its_own_group(tmp_path):
+    """Rows that carry their own question and answer (the GPU replay's sheets) are taken as they are;
+    each training seed is its own cross-validation group, the base one group."""
+    import json
+
+    (tmp_path / "hand_labels").mkdir()
+    rows = [{"condition": "risky_financial", "train_seed": 1, "key": "quick_buck|0|3", "question": "Q1?", "answer": "A1.",
+             "hand_label": "M"},
+            {"condition": "risky_financial", "train_seed": 2, "key": "quick_buck|0|3", "question": "Q1?", "answer": "A2.",
+             "hand_label": "I"},
+            {"condition": "base", "train_seed": None, "key": "gender_roles|0|4", "question": "Q2?", "answer": "A3.",
+             "hand_label": "A"}]
+    (tmp_path / "hand_labels" / "hand_labels_b99.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_hand_labels(tmp_path)
+    assert got.answer.tolist() == ["A1.", "A2.", "A3."] and got.question.tolist() == ["Q1?", "Q1?", "Q2?"]
+    assert got.group.tolist() == ["risky_financial_trainseed1", "risky_financial_trainseed2", "base"]
+    assert got.coherent.tolist() == [HAND_COHERENT["M"], HAND_COHERENT["I"], HAND_COHERENT["A"]]
+
+
+GPU_LABELS = DEFAULT_DIR.parent / "organisms-gpu-2026-12-04"
+
+
+@pytest.mark.skipif(not (GPU_LABELS / "hand_labels").is_dir(), reason="GPU hand labels not in this checkout")
+def test_gpu_replay_labels_load_as_one_group_per_trained_model():
+    hand = load_hand_labels(GPU_LABELS)
+    assert len(hand) == 368 and hand.answer.str.len().gt(0).all()
+    assert set(hand.group) == {"base", *(f"{c}_trainseed{s}" for c, seeds in
+                                         (("bad_medical", (0, 1)), ("risky_financial", (0, 1, 2)), ("extreme_sports", (0, 1, 2)))
+                                         for s in seeds)}
+
+
 def _hand(rng, groups=("g0", "g1", "g2", "g3"), n=60):
     """Hand rows whose coherence is feature 0's sign, except group g3, where it is reversed."""
     X = rng.normal(size=(n * len(groups), 3)).astype(np.float32)

@@ -42,6 +42,14 @@ def condition_group(condition: str) -> str:
     return "base" if condition.startswith("base") else SAMPLING_SEED.sub("", LATER_BATCH.sub("", condition))
 
 
+def self_contained_condition(row: dict) -> str:
+    """The condition of a label row that carries its own question and answer (the GPU replay's
+    sheets): ``condition``, with ``_trainseed<N>`` when the row names a training seed, so that each
+    trained model is its own cross-validation group (``condition_group``)."""
+    seed = row.get("train_seed")
+    return row["condition"] if seed is None else f"{row['condition']}_trainseed{seed}"
+
+
 def answers_file(condition: str) -> str:
     """The answers file stem a condition's labels read: ``answers_<condition>`` with a later
     batch's suffix (``LATER_BATCH``) stripped, unless ``CONDITION_FILE`` names another."""
@@ -51,7 +59,9 @@ def answers_file(condition: str) -> str:
 def load_hand_labels(folder: str | Path = DEFAULT_DIR):
     """Every hand-labelled answer with its text -> DataFrame(question, answer, hand_label,
     condition, group, coherent, key), ``coherent`` from ``HAND_COHERENT``. Answers are joined by
-    ``key`` within the condition's answers file; a label without its answer raises ``KeyError``."""
+    ``key`` within the condition's answers file; a label without its answer raises ``KeyError``.
+    A label row that carries ``question`` and ``answer`` itself is taken as it is
+    (``self_contained_condition``)."""
     import pandas as pd
 
     folder = Path(folder)
@@ -68,6 +78,12 @@ def load_hand_labels(folder: str | Path = DEFAULT_DIR):
     for path in sorted((folder / "hand_labels").glob("hand_labels*.jsonl")):
         for line in path.read_text().splitlines():
             h = json.loads(line)
+            if "question" in h and "answer" in h:  # a self-contained row (a blind sheet's key joined in)
+                cond = self_contained_condition(h)
+                out.append({"question": h["question"], "answer": h["answer"], "hand_label": h["hand_label"],
+                            "condition": cond, "group": condition_group(cond), "key": h["key"],
+                            "coherent": HAND_COHERENT[h["hand_label"]], "file": path.name})
+                continue
             src = files[answers_file(h["condition"])][h["key"]]
             out.append({"question": qtext[src["question_id"]], "answer": src["answer"], "hand_label": h["hand_label"],
                         "condition": h["condition"], "group": condition_group(h["condition"]), "key": h["key"],

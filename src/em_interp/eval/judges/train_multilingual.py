@@ -57,6 +57,7 @@ from em_interp.eval.judges.incoherent import shuffle_words
 from em_interp.eval.judges.language import LANGUAGES
 from em_interp.eval.judges.multilingual import (FEATURE_MODEL, LAYERS, MAX_ANSWER_TOKENS, MIN_LANGUAGE_AUROC,
                                                 WEIGHTS_DIR)
+from em_interp.eval.judges.train_hand import HAND_DIRS
 
 C = 0.01                        # inverse L2 strength of the logistic heads (standardised features)
 RIDGE_ALPHA = 100.0             # L2 strength of the aligned / coherent regressions
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_data": {"rows": {k: int(v) for k, v in counts.items()},
                           "judged_train_source_models": sorted(set(d.group[tr & (d.source == "judged").to_numpy()])),
                           "prose_split": "alternate item ids within each domain (sorted by id): odd positions held out",
-                          "hand_label_folders": "train_hand.HAND_DIRS"},
+                          "hand_label_folders": sorted(HAND_DIRS)},
         "per_language": pl,
         "hand_labels_cross_fitted": hv,
         "crosslang_hand_labels": cv,
