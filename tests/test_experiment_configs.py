@@ -209,6 +209,18 @@ def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, plant
             for alpha in cfg.interp.steering.alphas:
                 arms = {(r["direction"], r.get("random_seed")) for r in rows if r["layer"] == layer and r["alpha"] == alpha}
                 assert arms == {("direction", None), ("random", 0)}
+    if "ablation" in res.ran:                                       # the direction's arm, then each `also` arm
+        ac = cfg.interp.ablation
+        main_arm = ac.target or cfg.direction_arm
+        want = {"none", "direction", *(f"random-{k}" for k in range(ac.random_controls))}
+        for arm in [main_arm, *ac.also]:
+            folder = d / "ablation" if arm == main_arm else d / "ablation" / "also" / arm
+            rows = [json.loads(x) for x in (folder / "rows.jsonl").read_text().splitlines()]
+            assert {r["condition"] for r in rows} == want and {r["target"] for r in rows} == {f"{arm}.seed-{cfg.seeds[0]}"}
+            assert all((folder / "answers" / f"{c}.jsonl").exists() for c in want)
+            if arm != main_arm:
+                assert {r["direction_arm"] for r in rows} == {cfg.direction_arm}
+                assert f"Ablation in {arm}" in res.report.read_text()
     if cfg.interp.monitor.enabled:
         dyn = json.loads((d / "directions" / "dynamics.json").read_text())
         assert dyn["rows"] and dyn["direction"]["method"] == shipped.interp.directions.method

@@ -91,6 +91,8 @@ interp:
     ("model: tiny:llama", "model: no-such-model", ":2: field 'model'", "unknown model"),
     ("judge: distilled", "judge: oracle", ":7: field 'eval.judge'", "unknown judge kind 'oracle'"),
     ("judge: distilled\n", "judge: distilled\n  languages: [en, de]\n", ":7: field 'eval.judge'", "only valid for en"),
+    ("ablation: {layers: [2]}", "ablation: {layers: [2], also: [nope]}", ":11: field 'interp.ablation.also'",
+     "refers to arm 'nope'"),
 ])
 def test_run_check_rejects_what_run_would(tmp_path, capsys, old, new, where, match):
     bad = tmp_path / "bad.yaml"

@@ -157,6 +157,9 @@ class AblationSection:
 
     enabled: bool = True
     target: str | None = None                   # arm name (default: the direction's arm)
+    # further arms the same direction is ablated in, each beside its own no-ablation and random
+    # controls (convergence, MO: does one organism's direction remove EM in the others?)
+    also: list[str] = field(default_factory=list)
     layers: list[int] | None = None             # None = every layer
     random_controls: int = 1
     questions: Literal["all", "heldout"] = "all"   # heldout: only questions kept out of direction extraction
@@ -270,6 +273,11 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     for fieldname, ref in refs.items():
         if ref is not None and ref not in names:
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    for ref in cfg.interp.ablation.also:
+        if ref not in names:
+            fail("interp.ablation.also", f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    if len(set(cfg.interp.ablation.also)) != len(cfg.interp.ablation.also):
+        fail("interp.ablation.also", f"arms must be distinct, got {cfg.interp.ablation.also}")
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
         fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
     if cfg.interp.monitor.enabled and not cfg.eval.checkpoints:

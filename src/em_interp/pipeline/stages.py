@@ -492,37 +492,50 @@ def stage_steering(ctx: RunContext) -> dict[str, Any]:
 
 
 def stage_ablation(ctx: RunContext) -> dict[str, Any]:
-    """Directional ablation in a finetuned model vs no ablation and same-norm random directions."""
-    from em_interp.interp import ablate, random_direction_like
-
+    """Directional ablation in a finetuned model vs no ablation and same-norm random directions;
+    then the same in each arm of ``interp.ablation.also`` (under ``also/<arm>/``: convergence)."""
     cfg, ac = ctx.cfg, ctx.cfg.interp.ablation
     arm = ac.target or cfg.direction_arm
     if arm is None:
         raise EmInterpError("ablation needs a finetuned arm (interp.ablation.target)", field="interp.ablation.target")
+    qs = stage_questions(ctx, ac)
+    judge = load_judge(cfg.eval.judge, cfg.eval.judge_options, ctx)
+    out = {"conditions": _ablate_in(ctx, arm, ctx.stage_dir, qs, judge), "questions": [q.id for q in qs]}
+    if ac.also:
+        out["also"] = {a: _ablate_in(ctx, a, ctx.stage_dir / "also" / a, qs, judge) for a in ac.also if a != arm}
+    return out
+
+
+def _ablate_in(ctx: RunContext, arm: str, folder: Path, qs: list[Any], judge: Any) -> dict[str, Any]:
+    """The ablation conditions (none, the direction, ``random_controls`` same-norm random ones) in
+    ``arm``'s first-seed model, judged; rows appended (resumable) to ``folder/rows.jsonl``, answers
+    under ``folder/answers/``. -> {condition: misaligned share}."""
+    from em_interp.interp import ablate, random_direction_like
+
+    cfg, ac = ctx.cfg, ctx.cfg.interp.ablation
     lm = load(ctx, find_target(ctx, arm))
     direction = load_direction(ctx, lm)
     layers: Any = ac.layers if ac.layers is not None else "all"
-    qs = stage_questions(ctx, ac)
     samples, mnt = ac.samples or cfg.eval.samples, ac.max_new_tokens or cfg.eval.max_new_tokens
-    judge = load_judge(cfg.eval.judge, cfg.eval.judge_options, ctx)
-    rows_path = ctx.stage_dir / "rows.jsonl"
+    rows_path = folder / "rows.jsonl"
     done = {r["condition"] for r in read_rows(rows_path)}
-    (ctx.stage_dir / "answers").mkdir(exist_ok=True)
+    (folder / "answers").mkdir(parents=True, exist_ok=True)
     conditions: list[tuple[str, Any]] = [("none", None), ("direction", direction)]
     conditions += [(f"random-{k}", random_direction_like(direction, seed=k)) for k in range(ac.random_controls)]
     for name, vec in conditions:
         if name in done:
             continue
-        ctx.log(f"condition {name}")
-        path = ctx.stage_dir / "answers" / f"{name}.jsonl"
+        ctx.log(f"{arm}: condition {name}")
+        path = folder / "answers" / f"{name}.jsonl"
         if vec is None:
             ov = judged_overall(ctx, lm, qs, judge, path, samples=samples, max_new_tokens=mnt)
         else:
             with ablate(lm, vec, layers):
                 ov = judged_overall(ctx, lm, qs, judge, path, samples=samples, max_new_tokens=mnt)
-        append_row(rows_path, {"target": f"{arm}.seed-{cfg.seeds[0]}", "condition": name, "layers": layers, **ov})
-    rows = read_rows(rows_path)
-    return {"conditions": {r["condition"]: r["misaligned_share"] for r in rows}, "questions": [q.id for q in qs]}
+        append_row(rows_path, {"target": f"{arm}.seed-{cfg.seeds[0]}", "condition": name, "layers": layers,
+                               **({"direction_arm": cfg.direction_arm} if folder != ctx.stage_dir else {}), **ov})
+    del lm
+    return {r["condition"]: r["misaligned_share"] for r in read_rows(rows_path)}
 
 
 # ----------------------------------------------------------------------------- probes

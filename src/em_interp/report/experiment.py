@@ -445,8 +445,22 @@ def condition_label(condition: str) -> str:
     return ABLATION_LABELS.get(condition, f"ablate {condition}")
 
 
-def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds) -> Section | None:
-    path = run_dir / "ablation" / "rows.jsonl"
+def _ablation_sections(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds) -> list[Section | None]:
+    """The ablation in the direction's arm, then one section per arm of ``interp.ablation.also``
+    (``ablation/also/<arm>/``: the same direction ablated in another organism)."""
+    out = [_ablation_section(run_dir, fig_dir, judge, th)]
+    also = run_dir / "ablation" / "also"
+    if also.is_dir():
+        for folder in sorted(p for p in also.iterdir() if p.is_dir()):
+            out.append(_ablation_section(run_dir, fig_dir, judge, th, folder=folder,
+                                         heading=f"Ablation in {folder.name} (another arm's direction)"))
+    return out
+
+
+def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds,
+                      folder: Path | None = None, heading: str = "Ablation") -> Section | None:
+    folder = folder or run_dir / "ablation"
+    path = folder / "rows.jsonl"
     if not path.is_file():
         return None
     rows = read_jsonl(path)
@@ -455,22 +469,24 @@ def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     for r in rows:
         _need(r, "condition", path, r["_line"], (str,))
         _need(r, "misaligned_share", path, r["_line"], allow_none=True)
-    rows, details = _condition_stats(rows, lambda r: run_dir / "ablation" / "answers" / f"{r['condition']}.jsonl",
+    rows, details = _condition_stats(rows, lambda r: folder / "answers" / f"{r['condition']}.jsonl",
                                      judge, th, lambda r: condition_label(r["condition"]))
     labels = [condition_label(r["condition"]) for r in rows]
     cal_cols = any("calibrated_share" in r for r in rows)
     target = rows[0].get("target", "")
     mode = rows[0].get("mode")
+    source = f" (direction of {rows[0]['direction_arm']})" if rows[0].get("direction_arm") else ""
+    fig_name = "ablation.png" if heading == "Ablation" else f"ablation_{folder.name}.png"
     fig = figures.ablation_bars(
         [f"{lab}\n(n = {r['n_den']})" if r["n_den"] is not None else lab for lab, r in zip(labels, rows)],
-        [_num(r["misaligned_share"]) for r in rows], fig_dir / "ablation.png",
+        [_num(r["misaligned_share"]) for r in rows], fig_dir / fig_name,
         lo=[_num(r.get("ci_low")) for r in rows], hi=[_num(r.get("ci_high")) for r in rows],
         coherent=[_num(r.get("coherent_share")) for r in rows], coherent_lo=[_num(r["coherent_lo"]) for r in rows],
         coherent_hi=[_num(r["coherent_hi"]) for r in rows],
-        title=f"Directional ablation{f' ({mode})' if mode else ''} in {target}: misaligned and coherent share "
+        title=f"Directional ablation{f' ({mode})' if mode else ''} in {target}{source}: misaligned and coherent share "
               "(95% CI)")
     warn = zero_event_warning([(lab, r["misaligned_share"], r["n_den"]) for lab, r in zip(labels, rows)])
-    return Section("Ablation", text="Grey bars: same-norm random directions (the control).", figures=[fig],
+    return Section(heading, text="Grey bars: same-norm random directions (the control).", figures=[fig],
                    warnings=[warn] if warn else [], details=details,
                    tables=[Table(["condition", "layers", "misaligned (%)", "CI low (%)", "CI high (%)"]
                                  + (CALIBRATED_COLUMNS if cal_cols else [])
@@ -820,7 +836,7 @@ def experiment_report(run_dir: str | Path, out_dir: str | Path | None = None) ->
     steering_path = run_dir / "steering" / "rows.jsonl"
     content = [s for s in (
         _eval_section(run_dir, fig_dir, summary), _steering_section(run_dir, fig_dir, judge, th),
-        _ablation_section(run_dir, fig_dir, judge, th), _probe_section(run_dir, fig_dir),
+        *_ablation_sections(run_dir, fig_dir, judge, th), _probe_section(run_dir, fig_dir),
         _direction_section(run_dir, fig_dir), _dynamics_section(run_dir, fig_dir),
         _transfer_section(run_dir, fig_dir), _diff_section(run_dir, out_dir, fig_dir),
     ) if s is not None]
