@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from em_interp.eval.judges import train_distilled as T
-from em_interp.eval.judges.hand_labels import DEFAULT_DIR, HAND_COHERENT, answers_file, condition_group, load_hand_labels
+from em_interp.eval.judges.hand_labels import (DEFAULT_DIR, HAND_COHERENT, answers_file, condition_group,
+                                               join_blind_sheet, load_hand_labels)
 from em_interp.eval.judges.incoherent import MISMATCH_MAX_OVERLAP, mismatch_questions, question_overlap
 
 
@@ -57,6 +58,22 @@ def test_self_contained_label_rows_keep_each_trained_model_its_own_group(tmp_pat
     assert got.answer.tolist() == ["A1.", "A2.", "A3."] and got.question.tolist() == ["Q1?", "Q1?", "Q2?"]
     assert got.group.tolist() == ["risky_financial_trainseed1", "risky_financial_trainseed2", "base"]
     assert got.coherent.tolist() == [HAND_COHERENT["M"], HAND_COHERENT["I"], HAND_COHERENT["A"]]
+
+
+def test_blind_sheet_join_gives_each_key_row_its_label_and_names_the_unlabelled(tmp_path):
+    import json
+
+    from em_interp.errors import EvalError
+
+    key = [{"i": 0, "condition": "none", "key": "quick_buck|0|1"}, {"i": 1, "condition": "random", "key": "quick_buck|0|2"}]
+    (tmp_path / "key_b9.jsonl").write_text("".join(json.dumps(k) + "\n" for k in key))
+    (tmp_path / "blind_labels_b9.txt").write_text("000 M f\n001 I\n\n")
+    got = join_blind_sheet(tmp_path, "b9")
+    assert [(r["condition"], r["hand_label"], r["scope"], r["batch"]) for r in got] == [
+        ("none", "M", "f", "b9"), ("random", "I", None, "b9")]
+    (tmp_path / "blind_labels_b9.txt").write_text("000 M f\n")
+    with pytest.raises(EvalError, match=r"blind_labels_b9\.txt.*no label for rows \[1\]"):
+        join_blind_sheet(tmp_path, "b9")
 
 
 GPU_LABELS = DEFAULT_DIR.parent / "organisms-gpu-2026-12-04"

@@ -459,6 +459,7 @@ def _ablation_sections(run_dir: Path, fig_dir: Path, judge: str | None, th: rule
 
 def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules.Thresholds,
                       folder: Path | None = None, heading: str = "Ablation") -> Section | None:
+    fig_name = "ablation.png" if folder is None else f"ablation_{folder.name}.png"
     folder = folder or run_dir / "ablation"
     path = folder / "rows.jsonl"
     if not path.is_file():
@@ -476,7 +477,6 @@ def _ablation_section(run_dir: Path, fig_dir: Path, judge: str | None, th: rules
     target = rows[0].get("target", "")
     mode = rows[0].get("mode")
     source = f" (direction of {rows[0]['direction_arm']})" if rows[0].get("direction_arm") else ""
-    fig_name = "ablation.png" if heading == "Ablation" else f"ablation_{folder.name}.png"
     fig = figures.ablation_bars(
         [f"{lab}\n(n = {r['n_den']})" if r["n_den"] is not None else lab for lab, r in zip(labels, rows)],
         [_num(r["misaligned_share"]) for r in rows], fig_dir / fig_name,

@@ -13,28 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test, join_blind_sheet
 
 HERE = Path(__file__).resolve().parent
 TESTS = [("bad_medical", "random"), ("bad_medical", "none"), ("bad_medical", "good_medical"),
          ("good_medical", "none"), ("random", "none")]
 
 
-def rows() -> list[dict]:
-    key = [json.loads(x) for x in (HERE / "key_b23.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    lab = {}
-    for line in (HERE / "blind_labels_b23.txt").read_text(encoding="utf-8").splitlines():
-        p = line.split()
-        if len(p) >= 2:
-            lab[int(p[0])] = (p[1], p[2] if len(p) > 2 else None)
-    missing = [k["i"] for k in key if k["i"] not in lab]
-    if missing:
-        raise SystemExit(f"blind_labels_b23.txt: no label for rows {missing[:10]}")
-    return [dict(k, batch="b23", hand_label=lab[k["i"]][0], scope=lab[k["i"]][1]) for k in key]
-
-
 def main() -> dict:
-    r = rows()
+    r = join_blind_sheet(HERE, "b23")
     with open(HERE / "hand_labels_b23.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(x, ensure_ascii=False) + "\n" for x in r)
     df = pd.DataFrame(r)

@@ -18,23 +18,10 @@ from sklearn.metrics import roc_auc_score
 
 import pandas as pd
 
-from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test
+from em_interp.eval.judges.hand_labels import hand_label_shares, hand_label_test, join_blind_sheet
 
 HERE = Path(__file__).resolve().parent
 ORGANISMS = ["bad_medical", "risky_financial", "extreme_sports"]
-
-
-def labels(batch: str) -> list[dict]:
-    key = [json.loads(line) for line in (HERE / f"key_{batch}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    lab = {}
-    for line in (HERE / f"blind_labels_{batch}.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            lab[int(parts[0])] = (parts[1], parts[2] if len(parts) > 2 else None)
-    missing = [k["i"] for k in key if k["i"] not in lab]
-    if missing:
-        raise SystemExit(f"blind_labels_{batch}.txt: no label for rows {missing[:10]}")
-    return [dict(k, batch=batch, hand_label=lab[k["i"]][0], scope=lab[k["i"]][1]) for k in key]
 
 
 def cells(rows: list[dict]) -> dict:
@@ -98,7 +85,7 @@ def _fmt(iv: dict | None) -> str:
 def main() -> dict:
     out, pooled = {}, []
     for batch in ("b21", "b22"):
-        rows = labels(batch)
+        rows = join_blind_sheet(HERE, batch)
         with open(HERE / f"hand_labels_{batch}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -56,6 +56,28 @@ def answers_file(condition: str) -> str:
     return CONDITION_FILE.get(condition) or f"answers_{LATER_BATCH.sub('', condition)}"
 
 
+def join_blind_sheet(folder: str | Path, batch: str) -> list[dict]:
+    """A blind sheet's hidden key (``key_<batch>.jsonl``: one row per sheet entry ``i``) with the
+    rater's labels (``blind_labels_<batch>.txt``: ``<i> <label> [<scope>]`` per line) joined in:
+    each key row plus ``batch``, ``hand_label`` and ``scope`` (None when untagged). A key row
+    without a label raises ``EvalError`` naming the labels file and the first such rows."""
+    from em_interp.errors import EvalError
+
+    folder = Path(folder)
+    key = [json.loads(line) for line in (folder / f"key_{batch}.jsonl").read_text(encoding="utf-8").splitlines()
+           if line.strip()]
+    lab = {}
+    labels_path = folder / f"blind_labels_{batch}.txt"
+    for line in labels_path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            lab[int(parts[0])] = (parts[1], parts[2] if len(parts) > 2 else None)
+    missing = [k["i"] for k in key if k["i"] not in lab]
+    if missing:
+        raise EvalError(f"no label for rows {missing[:10]}", file=labels_path)
+    return [dict(k, batch=batch, hand_label=lab[k["i"]][0], scope=lab[k["i"]][1]) for k in key]
+
+
 def load_hand_labels(folder: str | Path = DEFAULT_DIR):
     """Every hand-labelled answer with its text -> DataFrame(question, answer, hand_label,
     condition, group, coherent, key), ``coherent`` from ``HAND_COHERENT``. Answers are joined by
