@@ -98,6 +98,8 @@ def shrink_experiment(d: dict[str, Any]) -> dict[str, Any]:
     it = d.setdefault("interp", {})
     dr = it.setdefault("directions", {})
     dr.update(n_texts=8, min_per_class=1, layers=tiny_layers(dr.get("layers")))
+    if dr.get("compare"):
+        dr["compare"] = {**dr["compare"], "texts": 4, "n_boot": 20, "layers": tiny_layers(dr["compare"].get("layers"))}
     st = it.setdefault("steering", {})
     st.update(samples=1, alphas=st.get("alphas", [-8.0, 0.0, 8.0])[:2], random_controls=1,
               layers=tiny_layers(st.get("layers", [])))
@@ -203,6 +205,16 @@ def test_pipeline_config_runs_end_to_end_on_the_tiny_model(path, tmp_path, plant
             assert info["match"] == shipped.interp.directions.match
             if info["match"] == "question":  # the matched estimator used questions that hold both classes
                 assert info["matched_questions"] and set(info["matched_questions"]) <= qids
+        cc = cfg.interp.directions.compare
+        if cc.arms:                                                 # convergence: every compared arm's model diff
+            cmp = json.loads((d / "directions" / "compare.json").read_text())
+            arms = list(dict.fromkeys([cfg.direction_arm, *cc.arms] + ([cc.control] if cc.control else [])))
+            contrasts = [f"{a}-{cc.control}" for a in arms if cc.control and a != cc.control]
+            assert list(cmp["arms"]) == arms and cmp["names"] == arms + contrasts
+            layer = next(iter(cmp["layers"].values()))
+            assert len(layer["cos"]) == len(cmp["names"]) * (len(cmp["names"]) - 1) // 2
+            assert all(-1 - 1e-9 <= v["ci"][0] <= v["ci"][1] <= 1 + 1e-9 for v in layer["cos"].values())
+            assert "Finetuning directions compared" in res.report.read_text()
     if "steering" in res.ran:
         rows = [json.loads(x) for x in (d / "steering" / "rows.jsonl").read_text().splitlines()]
         for layer in cfg.interp.steering.layers or [rows[0]["layer"]]:

@@ -93,6 +93,12 @@ interp:
     ("judge: distilled\n", "judge: distilled\n  languages: [en, de]\n", ":7: field 'eval.judge'", "only valid for en"),
     ("ablation: {layers: [2]}", "ablation: {layers: [2], also: [nope]}", ":11: field 'interp.ablation.also'",
      "refers to arm 'nope'"),
+    ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {arms: [nope]}}",
+     ":9: field 'interp.directions.compare.arms'", "refers to arm 'nope'"),
+    ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {control: insecure}}",
+     ":9: field 'interp.directions.compare.control'", "needs arms to compare"),
+    ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {arms: [insecure], texts: 1}}",
+     ":9: field 'interp.directions.compare", "texts must be >= 2"),
 ])
 def test_run_check_rejects_what_run_would(tmp_path, capsys, old, new, where, match):
     bad = tmp_path / "bad.yaml"

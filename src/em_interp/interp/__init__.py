@@ -23,6 +23,7 @@ from em_interp.interp.inputs import TOKENS, bos_id, data_hash, encode_example, i
 from em_interp.interp.lora_analysis import (LoraModule, adapter_deltas, b_vector_cosines, checkpoint_trajectory,
                                             lora_delta_norms)
 from em_interp.interp.model_diff import DiffResult, compute_diff, direction_vectors
+from em_interp.interp.convergence import compare_finetunes, finetune_diffs
 from em_interp.interp.paired import PairedBatch, logit_lens, paired_batches
 from em_interp.interp.monitor import projection_monitor, projection_shift
 from em_interp.interp.probes import Probe, ProbeSet, load_probes, save_probes, train_probes
@@ -42,5 +43,5 @@ __all__ = [
     "save_probes", "train_probes",
     "ABLATION_MODES", "ALPHA_CONVENTION", "ALPHA_DEFINITION", "HookState", "ModelHandle", "RunCache", "TOKENS",
     "as_model", "bos_id", "forward_logits", "hooks", "mean_projections", "patch", "run_with_cache",
-    "DiffResult", "PairedBatch", "compute_diff", "direction_vectors", "logit_lens", "lora_delta_norms", "paired_batches",
+    "DiffResult", "PairedBatch", "compare_finetunes", "compute_diff", "finetune_diffs", "direction_vectors", "logit_lens", "lora_delta_norms", "paired_batches",
 ]

@@ -99,6 +99,25 @@ class EvalSection:
 
 
 @dataclass
+class CompareSection:
+    """Cosine table between finetunes' model diffs (convergence, MO; ``interp.convergence``):
+    each arm's finetuned-minus-base activations on the same base-model answers, with a
+    question-cluster bootstrap CI and split-half reliability per layer."""
+
+    arms: list[str] = field(default_factory=list)   # empty = off; the direction's arm is always compared
+    control: str | None = None                  # an arm: adds "<arm>-<control>" for every other compared arm
+    texts: int = 160                            # base answers, balanced over every eval question
+    layers: list[int] | None = None             # None = the direction's layers
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.texts < 2:
+            raise ValueError(f"texts must be >= 2, got {self.texts}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+
+
+@dataclass
 class DirectionSection:
     """The misalignment direction the interp stages use."""
 
@@ -115,6 +134,7 @@ class DirectionSection:
     min_per_class: int = 2                      # mean_diff: fewest misaligned (= aligned, balanced) answers
     match: Literal["none", "question"] = "none"  # mean_diff: "question" = interp.matched_mean_diff (each
                                                 # question's topic cancels; only questions with both classes)
+    compare: CompareSection = field(default_factory=CompareSection)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_share < 1.0:
@@ -278,6 +298,15 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
             fail("interp.ablation.also", f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
     if len(set(cfg.interp.ablation.also)) != len(cfg.interp.ablation.also):
         fail("interp.ablation.also", f"arms must be distinct, got {cfg.interp.ablation.also}")
+    cmp = cfg.interp.directions.compare
+    for fieldname, ref in [("interp.directions.compare.arms", a) for a in cmp.arms] + (
+            [("interp.directions.compare.control", cmp.control)] if cmp.control is not None else []):
+        if ref not in names:
+            fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    if len(set(cmp.arms)) != len(cmp.arms):
+        fail("interp.directions.compare.arms", f"arms must be distinct, got {cmp.arms}")
+    if cmp.control is not None and not cmp.arms:
+        fail("interp.directions.compare.control", "a control needs arms to compare it with (compare.arms)")
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
         fail("interp.directions.seed", f"seed {cfg.interp.directions.seed} is not in seeds {cfg.seeds}")
     if cfg.interp.monitor.enabled and not cfg.eval.checkpoints:

@@ -362,9 +362,56 @@ def stage_directions(ctx: RunContext) -> dict[str, Any]:
     summary = {"method": dc.method, "layers": len(layers),
                "max_norm_layer": layers[max(range(len(norms)), key=norms.__getitem__)],
                "extraction_questions": len(extraction), "heldout_questions": len(heldout)}
+    if dc.compare.arms:
+        summary["compare"] = _compare(ctx, base_lm, direction, layers)
     if cfg.interp.monitor.enabled:
         summary["dynamics"] = _monitor(ctx, direction, layers)
     return summary
+
+
+def _compare(ctx: RunContext, base_lm: Any, direction: Any, layers: list[int]) -> dict[str, Any]:
+    """Convergence (MO): the compared arms' model diffs on the same base answers, their cosine
+    table per layer with question-cluster bootstrap CIs (``interp.convergence``), against each
+    other, against ``<arm>-<control>`` contrasts and against the main direction."""
+    import torch
+    from safetensors.torch import save_file
+
+    from em_interp.interp.convergence import compare_finetunes, finetune_diffs
+
+    cfg, cc = ctx.cfg, ctx.cfg.interp.directions.compare
+    seed = cfg.direction_seed
+    arms = list(dict.fromkeys([cfg.direction_arm, *cc.arms] + ([cc.control] if cc.control else [])))
+    # text none of the finetunes trained on: the base model's own answers, balanced over every
+    # eval question (the bootstrap resamples questions, so all of them, not only the extraction half)
+    by_q: dict[str, list[dict[str, Any]]] = {}
+    for t in answered_conversations(ctx, "base"):
+        by_q.setdefault(str(t["meta"]["question_id"]), []).append(t)
+    if len(by_q) < 2:
+        raise EmInterpError(f"comparing finetunes needs base answers to >= 2 questions; the eval stage has "
+                            f"{len(by_q)}", field="interp.directions.compare")
+    per = max(1, -(-cc.texts // len(by_q)))
+    texts = [t for q in sorted(by_q) for t in by_q[q][:per]]
+    cmp_layers = layers if cc.layers is None else _layers(cc.layers, base_lm.n_layers)
+    models = {arm: (lambda arm=arm: load(ctx, find_target(ctx, arm, seed))) for arm in arms}  # one at a time
+    got_layers, diffs = finetune_diffs(base_lm, models, [t["messages"] for t in texts], layers=cmp_layers,
+                                       site_kind=cfg.interp.directions.site, tokens=direction.tokens)
+    del models
+    contrasts = {f"{a}-{cc.control}": (a, cc.control) for a in arms if cc.control and a != cc.control}
+    outside = {f"direction ({direction.method})": {L: direction.vectors[L] for L in got_layers
+                                                   if L in direction.vectors}}
+    res = compare_finetunes(diffs, [t["meta"]["question_id"] for t in texts], layers=got_layers,
+                            contrasts=contrasts, outside=outside, n_boot=cc.n_boot, seed=cfg.eval.seed)
+    res.update(arms={a: f"{a}.seed-{seed}" for a in arms}, control=cc.control, method="model_diff (finetuned - base)",
+               site=cfg.interp.directions.site, tokens=direction.tokens,
+               texts=f"{len(texts)} base answers, {per} per question, {len(by_q)} questions")
+    write_json_atomic(ctx.stage_dir / "compare.json", res)
+    vectors = {f"{nm}.{L}": torch.tensor(diffs[nm][i].mean(0), dtype=torch.float32)
+               for nm in diffs for i, L in enumerate(got_layers)}
+    save_file(vectors, str(ctx.stage_dir / "compare_vectors.safetensors"),
+              metadata={"method": res["method"], "site": res["site"], "tokens": str(res["tokens"]),
+                        "keys": "<arm>.<layer>", "texts": res["texts"]})
+    mid = str(got_layers[len(got_layers) // 2])
+    return {"arms": arms, "layer": int(mid), "cos": {k: round(v["cos"], 3) for k, v in res["layers"][mid]["cos"].items()}}
 
 
 def _balanced(texts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:

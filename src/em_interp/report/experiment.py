@@ -11,6 +11,7 @@ when its inputs exist. Sections, in order:
 - Ablation: ``ablation/rows.jsonl`` (bars with the random-direction controls in grey);
 - Probes: ``probes/accuracy.json`` (accuracy by layer, ± std band, chance line);
 - Direction: ``directions/directions.json`` (per-layer norm of the main direction);
+- Finetuning directions compared: ``directions/compare.json`` (cosines between finetunes' model diffs);
 - Training dynamics: ``directions/dynamics.json`` (EM share with CI and projection vs step)
   and the loss curves in ``train/<arm>/seed-<s>/train_meta.json``;
 - Transfer: ``results.json`` of a transfer run folder and every ``transfer/**/*.json``:
@@ -557,6 +558,74 @@ def _direction_section(run_dir: Path, fig_dir: Path) -> Section | None:
                                                              caption="Directions")])
 
 
+def _compare_section(run_dir: Path, fig_dir: Path) -> Section | None:
+    """``directions/compare.json`` (``interp.directions.compare``): cosines between finetunes' model
+    diffs with question-bootstrap CIs at the middle compared layer, and the direction's arm against
+    every other diff per layer."""
+    path = run_dir / "directions" / "compare.json"
+    if not path.is_file():
+        return None
+    d = read_json(path)
+    layers = d.get("layers") if isinstance(d, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        raise ReportError("expected 'layers' to be a non-empty object", file=path, field="layers")
+    keys = sorted(layers, key=int)
+    mid = keys[len(keys) // 2]
+    row = layers[mid]
+    _need(row, "cos", path, types=(dict,))
+    names = list(d.get("names") or [])
+    first = names[0] if names else None
+
+    def cell(v: Any) -> Any:
+        ci = v.get("ci") or [None, None]
+        return [_num(v.get("cos")), _num(ci[0]), _num(ci[1])]
+
+    sh = row.get("split_half") or {}
+    rows = [[pair.replace("|", " vs "), *cell(v), _num(sh.get(pair.split("|")[0])), _num(sh.get(pair.split("|")[1]))]
+            for pair, v in row["cos"].items()]
+    out_rows = [[pair.replace("|", " vs "), *cell(v)] for pair, v in (row.get("outside") or {}).items()]
+    series, bands = {}, {}
+    contrasts = set((d.get("contrasts") or {}))
+    first_c = f"{first}-{d.get('control')}" if d.get("control") else None
+
+    def plotted(pair: str) -> bool:   # the direction's arm against the other arms; its contrast against theirs
+        x, y = pair.split("|", 1)
+        return (x == first and y not in contrasts) or (first_c is not None and x == first_c and y in contrasts)
+
+    for pair in (p for p in row["cos"] if first and plotted(p)):
+        vals = [layers[k]["cos"].get(pair, {}) for k in keys]
+        series[pair.replace("|", " vs ")] = [_num(v.get("cos")) for v in vals]
+        bands[pair.replace("|", " vs ")] = ([_num((v.get("ci") or [None, None])[0]) for v in vals],
+                                            [_num((v.get("ci") or [None, None])[1]) for v in vals])
+    figs = []
+    if series:
+        figs.append(figures.line_plot([int(k) for k in keys], series, fig_dir / "compare_cosines.png",
+                                      bands=bands, hline=_num(d.get("random_abs_cos")),
+                                      hline_label="E|cos| of random unit vectors",
+                                      title=f"Cosine of {first}'s model diff with the other finetunes'"
+                                            + (" (and with the control subtracted)" if first_c else "") + " (95% CI)",
+                                      xlabel="layer", ylabel="cosine"))
+    ci = d.get("ci") or {}
+    text = (f"Each finetune's direction is its model diff ({d.get('method', 'finetuned - base')}) on the same texts: "
+            f"{d.get('texts', '?')}. CI: {ci.get('method', '?')} ({ci.get('n_boot', '?')} draws, "
+            f"{d.get('n_groups', '?')} groups). Split-half: each diff on two disjoint halves of every question's "
+            f"texts, a ceiling on how clean a cosine can be. Random unit vectors: E|cos| = "
+            f"{_num(d.get('random_abs_cos')) or float('nan'):.3f}.")
+    if d.get("control"):
+        text += (f" '<arm>-{d['control']}' is an arm's diff minus the matched control's on the same texts: what the "
+                 "arm taught beyond the control. Without it a high cosine may be only the shared finetuning direction.")
+    tables = [Table(["pair", "cosine", "CI low", "CI high", "split-half (first)", "split-half (second)"], rows,
+                    caption=f"Cosines between finetunes' model diffs, {d.get('site', 'resid_post')}.{mid}")]
+    if out_rows:
+        tables.append(Table(["pair", "cosine", "CI low", "CI high"], out_rows,
+                            caption=f"Against the run's direction, layer {mid}"))
+    warn = []
+    if isinstance(d.get("n_groups"), int) and d["n_groups"] < 5:
+        warn.append(f"The texts answer only {d['n_groups']} questions: a bootstrap over so few clusters cannot "
+                    "estimate the spread; read the intervals as not computed.")
+    return Section("Finetuning directions compared", text=text, figures=figs, tables=tables, warnings=warn)
+
+
 def _loss_curves(run_dir: Path) -> dict[str, tuple[list, list]]:
     curves = {}
     for meta_path in sorted((run_dir / "train").glob("*/seed-*/train_meta.json")):
@@ -837,7 +906,7 @@ def experiment_report(run_dir: str | Path, out_dir: str | Path | None = None) ->
     content = [s for s in (
         _eval_section(run_dir, fig_dir, summary), _steering_section(run_dir, fig_dir, judge, th),
         *_ablation_sections(run_dir, fig_dir, judge, th), _probe_section(run_dir, fig_dir),
-        _direction_section(run_dir, fig_dir), _dynamics_section(run_dir, fig_dir),
+        _direction_section(run_dir, fig_dir), _compare_section(run_dir, fig_dir), _dynamics_section(run_dir, fig_dir),
         _transfer_section(run_dir, fig_dir), _diff_section(run_dir, out_dir, fig_dir),
     ) if s is not None]
     head = [s for s in (_run_section(run_dir), _config_section(run_dir), _organisms_section(run_dir)) if s is not None]
