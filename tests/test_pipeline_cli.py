@@ -93,6 +93,8 @@ interp:
     ("judge: distilled\n", "judge: distilled\n  languages: [en, de]\n", ":7: field 'eval.judge'", "only valid for en"),
     ("ablation: {layers: [2]}", "ablation: {layers: [2], also: [nope]}", ":11: field 'interp.ablation.also'",
      "refers to arm 'nope'"),
+    ("ablation: {layers: [2]}", "ablation: {layers: [2], also: [insecure]}", ":11: field 'interp.ablation.also'",
+     "the ablation's own target"),
     ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {arms: [nope]}}",
      ":9: field 'interp.directions.compare.arms'", "refers to arm 'nope'"),
     ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {control: insecure}}",

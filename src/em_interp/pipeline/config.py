@@ -296,6 +296,9 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     for ref in cfg.interp.ablation.also:
         if ref not in names:
             fail("interp.ablation.also", f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
+    ab_target = cfg.interp.ablation.target or cfg.direction_arm
+    if ab_target is not None and ab_target in cfg.interp.ablation.also:
+        fail("interp.ablation.also", f"{ab_target!r} is the ablation's own target (measured already); list other arms")
     if len(set(cfg.interp.ablation.also)) != len(cfg.interp.ablation.also):
         fail("interp.ablation.also", f"arms must be distinct, got {cfg.interp.ablation.also}")
     cmp = cfg.interp.directions.compare

@@ -549,7 +549,7 @@ def stage_ablation(ctx: RunContext) -> dict[str, Any]:
     judge = load_judge(cfg.eval.judge, cfg.eval.judge_options, ctx)
     out = {"conditions": _ablate_in(ctx, arm, ctx.stage_dir, qs, judge), "questions": [q.id for q in qs]}
     if ac.also:
-        out["also"] = {a: _ablate_in(ctx, a, ctx.stage_dir / "also" / a, qs, judge) for a in ac.also if a != arm}
+        out["also"] = {a: _ablate_in(ctx, a, ctx.stage_dir / "also" / a, qs, judge) for a in ac.also}
     return out
 
 
