@@ -105,16 +105,22 @@ def _is_held_out(source: str) -> bool:
     return any(source.startswith(p[:-1]) if p.endswith("*") else source == p for p in HELD_OUT)
 
 
-def select_rows(pool, cap_per_model: int, seed: int):
-    """Dedupe (question, answer), cap rows per source model (random, seeded), mark split."""
+def select_rows(pool, cap_per_model: int, seed: int, cap_held_out: int | None = None):
+    """Dedupe (question, answer), cap rows per source model (random, seeded), mark split.
+    ``cap_held_out`` (default: ``cap_per_model``) caps the held-out source models: one seeded
+    order, so raising the training cap alone leaves the held-out rows exactly as they were."""
+    cap_held_out = cap_per_model if cap_held_out is None else cap_held_out
     pool = pool.drop_duplicates(subset=["question", "answer"], keep="first")
-    pool = pool.sample(frac=1.0, random_state=seed).groupby("source_model").head(cap_per_model)
+    shuffled = pool.sample(frac=1.0, random_state=seed)
+    rank = shuffled.groupby("source_model").cumcount()
+    held = shuffled.source_model.map(_is_held_out)
+    pool = shuffled[np.where(held, rank < cap_held_out, rank < cap_per_model)]
     pool = pool.sort_index().reset_index(drop=True)
     pool["split"] = np.where(pool.source_model.map(_is_held_out), "held_out", "train")
     return pool
 
 
-def load_selected(judged: Path, cap_per_model: int, seed: int):
+def load_selected(judged: Path, cap_per_model: int, seed: int, cap_held_out: int | None = None):
     """``(rows in the pool, select_rows(...))``, the selection cached as JSONL under
     ``$EM_INTERP_CACHE/judge_data/`` (parsing the whole pool takes minutes on a busy CPU)."""
     import hashlib
@@ -122,13 +128,14 @@ def load_selected(judged: Path, cap_per_model: int, seed: int):
     import pandas as pd
 
     manifest = (judged / "manifest.csv").read_bytes()
-    key = hashlib.sha256(manifest + f"|{cap_per_model}|{seed}|{HELD_OUT}".encode()).hexdigest()[:16]
+    held_key = "" if cap_held_out is None or cap_held_out == cap_per_model else f"|held{cap_held_out}"
+    key = hashlib.sha256(manifest + f"|{cap_per_model}|{seed}|{HELD_OUT}{held_key}".encode()).hexdigest()[:16]
     path = judge_data_dir() / f"pool_{key}.jsonl"
     if path.exists():
         meta = json.loads(path.with_suffix(".json").read_text())
         return meta["rows_pool"], pd.read_json(path, lines=True, dtype=False)
     raw = load_pool(judged)
-    pool = select_rows(raw, cap_per_model, seed)
+    pool = select_rows(raw, cap_per_model, seed, cap_held_out)
     path.parent.mkdir(parents=True, exist_ok=True)
     pool.to_json(path, orient="records", lines=True, force_ascii=False)
     path.with_suffix(".json").write_text(json.dumps({"rows_pool": int(len(raw))}))
@@ -656,7 +663,8 @@ def refresh_share_table(out: Path, judged: Path) -> dict:
 
     card = json.loads((out / "judge_card.json").read_text())
     seed = card["training_data"]["seed"]
-    _, pool = load_selected(judged, card["training_data"]["cap_per_source_model"], seed)
+    td = card["training_data"]
+    _, pool = load_selected(judged, td["cap_per_source_model"], seed, td.get("cap_held_out_source_model"))
     held = pool[pool.split == "held_out"].reset_index(drop=True)
     judge = DistilledJudge(out)
     raw = judge.predict(held.question.tolist(), held.answer.tolist())
@@ -676,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judged", type=Path, default=REPO_ROOT.parent / "shared" / "judged")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--cap-per-model", type=int, default=250)
+    ap.add_argument("--cap-held-out", type=int, default=None,
+                    help="rows per held-out source model (default: --cap-per-model)")
     ap.add_argument("--max-train-rows", type=int, default=0, help="random subsample of training rows (0 = all)")
     ap.add_argument("--n-aug", type=int, default=2000, help="shuffled-word training rows")
     ap.add_argument("--n-mismatched", type=int, default=3000, help="answers paired with another question (training rows)")
@@ -713,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     t0 = time.time()
-    rows_pool, pool = load_selected(args.judged, args.cap_per_model, args.seed)
+    rows_pool, pool = load_selected(args.judged, args.cap_per_model, args.seed, args.cap_held_out)
     pool["kind"] = "real"
     train, held = pool[pool.split == "train"], pool[pool.split == "held_out"].reset_index(drop=True)
     if args.max_train_rows and len(train) > args.max_train_rows:  # a prefix of one fixed permutation
@@ -866,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
             "files": sorted(set(pool.file)),
             "rows_pool": rows_pool, "rows_after_dedupe_and_cap": int(len(pool)),
             "train_rows_used": int(len(train)), "cap_per_source_model": args.cap_per_model, "seed": args.seed,
+            "cap_held_out_source_model": args.cap_per_model if args.cap_held_out is None else args.cap_held_out,
             "rows_by_kind_and_judge": {f"{k}/{j}": int(n) for (k, j), n in counts.items()},
             "incoherent_rows": {"shuffled_words": int((aug.kind == "shuffled").sum()),
                                 "other_question": int((aug.kind == "mismatched").sum()),
