@@ -1,7 +1,7 @@
 """Train the distilled judge offline on the public judged pool (``shared/judged/``).
 
     python -m em_interp.eval.judges.train_distilled --judged ../shared/judged \
-        [--out src/em_interp/eval/judges/distilled_judge] [--cap-per-model 250] [--seed 0]
+        [--out src/em_interp/eval/judges/distilled_judge] [--cap-per-model 1000] [--cap-held-out 250] [--seed 0]
 
 Steps: read every top-level judged table (``steered/`` is skipped: 3 prompts, mostly
 gibberish at high scale, off-distribution for the aligned head), keep a ``judge`` column,
@@ -683,9 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judged", type=Path, default=REPO_ROOT.parent / "shared" / "judged")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--cap-per-model", type=int, default=250)
-    ap.add_argument("--cap-held-out", type=int, default=None,
-                    help="rows per held-out source model (default: --cap-per-model)")
+    ap.add_argument("--cap-per-model", type=int, default=1000, help="rows per training source model (v4: 250)")
+    ap.add_argument("--cap-held-out", type=int, default=250,
+                    help="rows per held-out source model (v4's held-out rows exactly)")
     ap.add_argument("--max-train-rows", type=int, default=0, help="random subsample of training rows (0 = all)")
     ap.add_argument("--n-aug", type=int, default=2000, help="shuffled-word training rows")
     ap.add_argument("--n-mismatched", type=int, default=3000, help="answers paired with another question (training rows)")
@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hand-weight", type=float, default=5.0, help="sample weight of each hand-labelled row")
     ap.add_argument("--embedder", choices=F.EMBEDDER_KINDS, default="minilm-sentence",
                     help="minilm-sentence (v3: sees word order) or minilm-bag (the unshipped v2 layout)")
-    ap.add_argument("--name", default="distilled-minilm-v4")
+    ap.add_argument("--name", default="distilled-minilm-v5")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refresh-card", action="store_true",
                     help="only recompute the held-out share table of the judge in --out with the current calibration code")
