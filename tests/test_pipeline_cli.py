@@ -99,6 +99,8 @@ interp:
      ":9: field 'interp.directions.compare.arms'", "refers to arm 'nope'"),
     ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {control: insecure}}",
      ":9: field 'interp.directions.compare.control'", "needs arms to compare"),
+    ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {arms: [insecure]}}",
+     ":9: field 'interp.directions.compare.arms", "nothing to compare"),
     ("directions: {layers: [1, 2]}", "directions: {layers: [1, 2], compare: {arms: [insecure], texts: 1}}",
      ":9: field 'interp.directions.compare", "texts must be >= 2"),
 ])
@@ -108,6 +110,16 @@ def test_run_check_rejects_what_run_would(tmp_path, capsys, old, new, where, mat
     bad.write_text(RUN_OK.replace(old, new))
     err = _one_line_error(capsys, ["run", str(bad), "--check"])
     assert err.startswith(f"error: {bad}{where}") and match in err
+
+
+def test_run_check_rejects_compare_layers_out_of_range(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    two_arms = RUN_OK.replace("    - {name: insecure, kind: insecure, n: 4}\n",
+                              "    - {name: insecure, kind: insecure, n: 4}\n    - {name: secure, kind: secure, n: 4}\n")
+    bad.write_text(two_arms.replace("directions: {layers: [1, 2]}",
+                                    "directions: {layers: [1, 2], compare: {arms: [secure], layers: [1, 9]}}"))
+    err = _one_line_error(capsys, ["run", str(bad), "--check"])
+    assert err.startswith(f"error: {bad}:10: field 'interp.directions.compare.layers[1]'") and "out of range" in err
 
 
 def test_transfer_check_refuses_the_english_only_judge_for_other_languages(tmp_path, capsys):

@@ -140,6 +140,7 @@ def check_experiment(cfg: Any, *, file: str | Path | None = None, lines: dict[st
     check_layers(it.steering.layers, n, fail, "interp.steering.layers")
     check_layers(it.ablation.layers, n, fail, "interp.ablation.layers")
     check_layers(it.probes.layers, n, fail, "interp.probes.layers")
+    check_layers(it.directions.compare.layers, n, fail, "interp.directions.compare.layers")
     check_layers(None if it.monitor.layer is None else [it.monitor.layer], n, fail, "interp.monitor.layer")
     check_layers((cfg.train.overrides.get("lora") or {}).get("layers"), n, fail, "train.overrides.lora.layers")
     if it.directions.enabled and it.directions.layers is not None:

@@ -308,6 +308,9 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
     if len(set(cmp.arms)) != len(cmp.arms):
         fail("interp.directions.compare.arms", f"arms must be distinct, got {cmp.arms}")
+    if cmp.arms and not set(cmp.arms + ([cmp.control] if cmp.control else [])) - {cfg.direction_arm}:
+        fail("interp.directions.compare.arms", f"only the direction's own arm {cfg.direction_arm!r}: nothing to "
+             "compare it with; list other arms")
     if cmp.control is not None and not cmp.arms:
         fail("interp.directions.compare.control", "a control needs arms to compare it with (compare.arms)")
     if cfg.interp.directions.seed is not None and cfg.interp.directions.seed not in cfg.seeds:
