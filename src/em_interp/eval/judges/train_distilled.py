@@ -359,10 +359,7 @@ def write_card_md(card: dict, path: Path) -> None:
                               f"{m['coherent_scored_gt_50'][0]}/{m['coherent_scored_gt_50'][1]}"
                               for name, m in ext["judges"].items()) + f" (n {ext['n']})."]
     if "perplexity" in co:
-        p = co["perplexity"]
-        lines += [f"- Independent signal: answer perplexity under {p['model']} (first {p['max_answer_tokens']} tokens),"
-                  f" median per set: " + ", ".join(f"{k} {v['median']:.1f} (n={v['n']})" for k, v in p["sets"].items())
-                  + f"; AUROC real vs incoherent: {fmt(p.get('auroc_real_vs_incoherent'))}."]
+        lines += ["", *perplexity_md(co["perplexity"])]
     lines += [
         "",
         "## Other held-out metrics",
@@ -377,6 +374,104 @@ def write_card_md(card: dict, path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def perplexity_md(p: dict) -> list[str]:
+    """The card's lines for the independent coherence signal (``add_perplexity``)."""
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = [f"### Independent signal: answer perplexity under {p['model']}",
+             f"- Perplexity of the answer's first {p['max_answer_tokens']} tokens given its question (a fluent answer is "
+             "likely under a language model; word salad is not). It shares no training data with the judge. "
+             "Median perplexity per set: "
+             + ", ".join(f"{k} {v['median']:.1f} (n {v['n']})" for k, v in p["sets"].items()) + ".",
+             "", "| coherent vs incoherent | n | AUROC, -perplexity | AUROC, judge's coherent score |", "|---|---|---|---|"]
+    lines += [f"| {name} | {r['n']} | {fmt(r['perplexity'])} | {fmt(r.get('judge'))} |" for name, r in p["auroc"].items()]
+    if p.get("note"):
+        lines += ["", f"- {p['note']}"]
+    return lines
+
+
+def add_perplexity(out: Path, judged: Path, *, n_real: int = 300, n_other: int = 300, n_external: int = 600,
+                   batch_size: int = 8, external: Path | None = None) -> dict:
+    """Measure the independent coherence signal for the judge in ``out`` and write it into its card
+    (``coherence.perplexity``): answer perplexity under ``lm_features.PERPLEXITY_MODEL`` on the
+    card's held-out sets, rebuilt exactly as training built them (seeded: the real held-out answers
+    by gpt-4o's coherent > 50, shuffled words, another question's answer, temperature-2 samples)
+    and on the small-model hand labels (the training set's, and a sample of ``n_external`` from
+    ``external``: later batches the judge never trained on), beside the judge's own coherent score
+    on the same rows."""
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    from em_interp.data.formats import load_questions
+    from em_interp.eval.judges.distilled import DistilledJudge
+    from em_interp.eval.judges.hand_labels import load_hand_labels
+    from em_interp.eval.judges.lm_features import MAX_ANSWER_TOKENS, PERPLEXITY_MODEL, answer_perplexity
+    from em_interp.models import load_model
+
+    card = json.loads((out / "judge_card.json").read_text())
+    td, seed = card["training_data"], card["training_data"]["seed"]
+    _, pool = load_selected(judged, td["cap_per_source_model"], seed, td.get("cap_held_out_source_model"))
+    held = pool[pool.split == "held_out"].reset_index(drop=True)
+    rng = np.random.default_rng(seed + 1)        # the trainer's shuffled-word sample, rebuilt
+    long = held[held.answer.str.split().str.len() >= MIN_SHUFFLE_WORDS]
+    sh = long.iloc[rng.permutation(len(long))[:card["coherence"]["held_out_incoherent_below_50"]["shuffled_words"]["n"]]]
+    mm_q = mismatch_questions(held.question.tolist(), seed + 1, per_row=True)
+    fp = judged.parent / "em_reference" / "evaluation" / "first_plot_questions.yaml"
+    hot = hot_samples([q for q in load_questions(fp) if q.form == "plain"])
+    pick = np.random.default_rng(seed + 7)
+    real_i = pick.permutation(len(held))[:n_real]
+    other_i = pick.permutation(len(held))[:n_other]
+    co = pd.to_numeric(held.coherent, errors="coerce").to_numpy(float)
+    groups: dict[str, list[tuple[str, str]]] = {
+        "real, gpt-4o coherent > 50": [(held.question[i], held.answer[i]) for i in real_i if co[i] > 50],
+        "real, gpt-4o coherent <= 50": [(held.question[i], held.answer[i]) for i in real_i if co[i] <= 50],
+        "shuffled_words": [(q, shuffle_words(a, 10_000 + k)) for k, (q, a) in enumerate(zip(sh.question, sh.answer))],
+        "other_question": [(mm_q[i], held.answer[i]) for i in other_i],
+        "temperature_2_smollm2": [(r["question"], r["answer"]) for r in hot],
+    }
+    hand_sets = {"hand labels (training set)": load_hand_labels(HAND_DIR)}
+    if external is not None:   # answers the judge never trained on (relabelled training answers dropped), a sample
+        seen = set(zip(hand_sets["hand labels (training set)"].question, hand_sets["hand labels (training set)"].answer))
+        ext = load_hand_labels(external)
+        ext = ext[[(q, a) not in seen for q, a in zip(ext.question, ext.answer)]]
+        hand_sets["hand labels, never trained on"] = ext.sample(min(n_external, len(ext)), random_state=seed)
+    for name, d in hand_sets.items():
+        d = d[d.hand_label.isin(list(COHERENT_LABELS) + list(INCOHERENT_LABELS))]
+        groups[f"{name}: coherent"] = list(zip(d.question[d.hand_label.isin(list(COHERENT_LABELS))],
+                                               d.answer[d.hand_label.isin(list(COHERENT_LABELS))]))
+        groups[f"{name}: incoherent"] = list(zip(d.question[d.hand_label.isin(list(INCOHERENT_LABELS))],
+                                                 d.answer[d.hand_label.isin(list(INCOHERENT_LABELS))]))
+    lm = load_model(PERPLEXITY_MODEL)
+    judge = DistilledJudge(out)
+    ppl, jco = {}, {}
+    for name, pairs in groups.items():
+        t0 = time.time()
+        ppl[name] = answer_perplexity(pairs, lm=lm, batch_size=batch_size) if pairs else np.zeros(0)
+        jco[name] = judge.predict([q for q, _ in pairs], [a for _, a in pairs])["coherent"] if pairs else np.zeros(0)
+        print(f"perplexity {name}: n {len(pairs)} median {np.median(ppl[name]) if len(pairs) else float('nan'):.1f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+
+    def compare(pos: str, neg: str) -> dict:
+        y = np.r_[np.ones(len(ppl[pos]), bool), np.zeros(len(ppl[neg]), bool)]
+        return {"n": int(len(y)), "perplexity": _auroc(y, -np.log(np.r_[ppl[pos], ppl[neg]])),
+                "judge": _auroc(y, np.r_[jco[pos], jco[neg]])}
+
+    real = "real, gpt-4o coherent > 50"
+    auroc = {f"held-out real answers (gpt-4o coherent > 50) vs {k}": compare(real, k)
+             for k in ("real, gpt-4o coherent <= 50", "shuffled_words", "other_question", "temperature_2_smollm2")}
+    for name in hand_sets:
+        auroc[f"{name}: A/M vs I/X"] = compare(f"{name}: coherent", f"{name}: incoherent")
+    result = {"model": PERPLEXITY_MODEL, "max_answer_tokens": MAX_ANSWER_TOKENS,
+              "sets": {k: {"n": int(len(v)), "median": float(np.median(v)) if len(v) else None} for k, v in ppl.items()},
+              "auroc": auroc,
+              "note": ("the judge's coherence head trained on the training-set hand labels, so its AUROC there is "
+                       "in-sample (the cross-validated one is in the small-model section); the other rows are held out "
+                       "for both signals. Perplexity cannot see an answer to another question (the model reads the "
+                       "question too, but a fluent off-topic answer is still likely).")}
+    card["coherence"]["perplexity"] = result
+    save_judge(out, load_file(str(out / "weights.safetensors")), card, write_card_md)
+    return result
 
 
 def save_judge(out: Path, arrays: dict, card: dict, write_md) -> None:
@@ -706,11 +801,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="minilm-sentence (v3: sees word order) or minilm-bag (the unshipped v2 layout)")
     ap.add_argument("--name", default="distilled-minilm-v5")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--add-perplexity", action="store_true",
+                    help="only measure the independent coherence signal (answer perplexity) for the judge in --out "
+                         "and write it into its card")
+    ap.add_argument("--external-hand-labels", type=Path, default=None,
+                    help="with --add-perplexity: a hand-label folder no judge trained on")
     ap.add_argument("--refresh-card", action="store_true",
                     help="only recompute the held-out share table of the judge in --out with the current calibration code")
     args = ap.parse_args(argv)
     if args.refresh_card:
         refresh_share_table(args.out, args.judged)
+        return 0
+    if args.add_perplexity:
+        add_perplexity(args.out, args.judged, external=args.external_hand_labels)
         return 0
 
     import pandas as pd
