@@ -2,6 +2,8 @@
 
     python -m em_interp.eval.judges.train_distilled --judged ../shared/judged \
         [--out src/em_interp/eval/judges/distilled_judge] [--cap-per-model 1000] [--cap-held-out 250] [--seed 0]
+    python -m em_interp.eval.judges.train_distilled --add-perplexity \
+        --external-hand-labels artifacts/reference/organisms-cpu-2026-12-03   # the card's perplexity section (~40 min)
 
 Steps: read every top-level judged table (``steered/`` is skipped: 3 prompts, mostly
 gibberish at high scale, off-distribution for the aligned head), keep a ``judge`` column,
