@@ -173,6 +173,15 @@ def _logit_t(x: np.ndarray, levels: list[np.ndarray], est: float, n_cl: list[int
     return lo, hi, f"t(G-1) interval on the logit scale, {how} over {desc}"
 
 
+def cluster_bootstrap_weights(clusters: Any, n: int, *, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cluster bootstrap draws behind every interval here, for a statistic this module does
+    not compute itself (e.g. a cosine between two resampled means): ``(W [n_boot, m], unit [n])``,
+    ``W[b, u]`` the number of times resampling unit ``u`` is drawn in bootstrap sample ``b`` and
+    ``unit[i]`` the unit of value ``i``. ``clusters``: one label per value, or ``(outer, inner)``
+    (nested or crossed, as ``clustered_bootstrap_ci``)."""
+    return _cluster_weights(_levels(clusters, n), n_boot, np.random.default_rng(seed))
+
+
 def clustered_bootstrap_ci(values: Sequence[float], clusters: Any, *,
                            statistic: Callable[[np.ndarray], float] | None = None, n_boot: int = 2000,
                            ci: float = 0.95, seed: int = 0, method: str = DEFAULT_METHOD,

@@ -33,8 +33,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from em_interp.errors import InterpError
+from em_interp.eval.stats import cluster_bootstrap_weights
 
-CI_METHOD = "percentile cluster bootstrap over text groups (questions); every finetune resampled with the same draw"
+CI_METHOD = ("percentile cluster bootstrap over text groups (questions; eval.stats.cluster_bootstrap_weights); every "
+             "finetune resampled with the same draw")
 
 
 def finetune_diffs(base: Any, finetuned: Mapping[str, Any], examples: Sequence[Any], *, layers: Any = "all",
@@ -119,12 +121,9 @@ def compare_finetunes(diffs: Mapping[str, Any], groups: Sequence[Any], *, layers
     if len(layer_ids) != n_layers:
         raise InterpError(f"{len(layer_ids)} layer indices for {n_layers} layers of diffs", field="layers")
     names = list(arrays)
-    levels = sorted(set(g))
-    codes = np.searchsorted(np.asarray(levels), g)
-    k = len(levels)
+    draws, codes = cluster_bootstrap_weights(g, n, n_boot=n_boot, seed=seed)  # [B, k] cluster counts, [n] cluster
+    k = draws.shape[1]
     counts = np.bincount(codes, minlength=k).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot).astype(np.float64)  # [B, k] cluster counts
     half = np.zeros(n, bool)
     for c in range(k):
         half[np.flatnonzero(codes == c)[::2]] = True
