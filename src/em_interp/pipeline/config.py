@@ -281,33 +281,28 @@ def _check_refs(cfg: ExperimentConfig, lines: dict[str, int], path: Path | None)
     names = cfg.arm_names
     if len(set(names)) != len(names):
         fail("data.arms", f"arm names must be unique, got {names}")
-    refs = {
-        "interp.directions.arm": cfg.interp.directions.arm,
-        "interp.steering.target": None if cfg.interp.steering.target == "base" else cfg.interp.steering.target,
-        "interp.ablation.target": cfg.interp.ablation.target,
-        "interp.monitor.arm": cfg.interp.monitor.arm,
-        "report.diff_arm": cfg.report.diff_arm,
-        "interp.directions.reference": (None if cfg.interp.directions.reference == "base"
-                                        else cfg.interp.directions.reference),
-    }
-    for fieldname, ref in refs.items():
+    ab, cmp = cfg.interp.ablation, cfg.interp.directions.compare
+    refs = [
+        ("interp.directions.arm", cfg.interp.directions.arm),
+        ("interp.steering.target", None if cfg.interp.steering.target == "base" else cfg.interp.steering.target),
+        ("interp.ablation.target", ab.target),
+        ("interp.monitor.arm", cfg.interp.monitor.arm),
+        ("report.diff_arm", cfg.report.diff_arm),
+        ("interp.directions.reference", (None if cfg.interp.directions.reference == "base"
+                                         else cfg.interp.directions.reference)),
+        ("interp.directions.compare.control", cmp.control),
+        *(("interp.ablation.also", a) for a in ab.also),
+        *(("interp.directions.compare.arms", a) for a in cmp.arms),
+    ]
+    for fieldname, ref in refs:
         if ref is not None and ref not in names:
             fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
-    for ref in cfg.interp.ablation.also:
-        if ref not in names:
-            fail("interp.ablation.also", f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
-    ab_target = cfg.interp.ablation.target or cfg.direction_arm
-    if ab_target is not None and ab_target in cfg.interp.ablation.also:
+    for fieldname, arms in (("interp.ablation.also", ab.also), ("interp.directions.compare.arms", cmp.arms)):
+        if len(set(arms)) != len(arms):
+            fail(fieldname, f"arms must be distinct, got {arms}")
+    ab_target = ab.target or cfg.direction_arm
+    if ab_target is not None and ab_target in ab.also:
         fail("interp.ablation.also", f"{ab_target!r} is the ablation's own target (measured already); list other arms")
-    if len(set(cfg.interp.ablation.also)) != len(cfg.interp.ablation.also):
-        fail("interp.ablation.also", f"arms must be distinct, got {cfg.interp.ablation.also}")
-    cmp = cfg.interp.directions.compare
-    for fieldname, ref in [("interp.directions.compare.arms", a) for a in cmp.arms] + (
-            [("interp.directions.compare.control", cmp.control)] if cmp.control is not None else []):
-        if ref not in names:
-            fail(fieldname, f"refers to arm {ref!r}, but the arms are {names or '(none)'}")
-    if len(set(cmp.arms)) != len(cmp.arms):
-        fail("interp.directions.compare.arms", f"arms must be distinct, got {cmp.arms}")
     if cmp.arms and not set(cmp.arms + ([cmp.control] if cmp.control else [])) - {cfg.direction_arm}:
         fail("interp.directions.compare.arms", f"only the direction's own arm {cfg.direction_arm!r}: nothing to "
              "compare it with; list other arms")
