@@ -378,6 +378,24 @@ def write_card_md(card: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def shuffled_held_out(held, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """The card's shuffled-word test set: ``n`` held-out answers of >= ``MIN_SHUFFLE_WORDS`` words
+    (a permutation seeded ``seed + 1``), words shuffled with seeds the training rows never use ->
+    ``(questions, shuffled answers)``."""
+    rng = np.random.default_rng(seed + 1)
+    long = held[held.answer.str.split().str.len() >= MIN_SHUFFLE_WORDS]
+    sh = long.iloc[rng.permutation(len(long))[:n]]
+    return sh.question.tolist(), [shuffle_words(a, 10_000 + i) for i, a in enumerate(sh.answer)]
+
+
+def first_plot_hot(judged: Path) -> list[dict]:
+    """Temperature-2 samples for the EM paper's plain first-plot questions (the held-out hot set)."""
+    from em_interp.data.formats import load_questions
+
+    fp = judged.parent / "em_reference" / "evaluation" / "first_plot_questions.yaml"
+    return hot_samples([q for q in load_questions(fp) if q.form == "plain"])
+
+
 def perplexity_md(p: dict) -> list[str]:
     """The card's lines for the independent coherence signal (``add_perplexity``)."""
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
@@ -405,7 +423,6 @@ def add_perplexity(out: Path, judged: Path, *, n_real: int = 300, n_other: int =
     import pandas as pd
     from safetensors.numpy import load_file
 
-    from em_interp.data.formats import load_questions
     from em_interp.eval.judges.distilled import DistilledJudge
     from em_interp.eval.judges.hand_labels import load_hand_labels
     from em_interp.eval.judges.lm_features import MAX_ANSWER_TOKENS, PERPLEXITY_MODEL, answer_perplexity
@@ -415,12 +432,9 @@ def add_perplexity(out: Path, judged: Path, *, n_real: int = 300, n_other: int =
     td, seed = card["training_data"], card["training_data"]["seed"]
     _, pool = load_selected(judged, td["cap_per_source_model"], seed, td.get("cap_held_out_source_model"))
     held = pool[pool.split == "held_out"].reset_index(drop=True)
-    rng = np.random.default_rng(seed + 1)        # the trainer's shuffled-word sample, rebuilt
-    long = held[held.answer.str.split().str.len() >= MIN_SHUFFLE_WORDS]
-    sh = long.iloc[rng.permutation(len(long))[:card["coherence"]["held_out_incoherent_below_50"]["shuffled_words"]["n"]]]
+    sh_q, sh_a = shuffled_held_out(held, card["coherence"]["held_out_incoherent_below_50"]["shuffled_words"]["n"], seed)
     mm_q = mismatch_questions(held.question.tolist(), seed + 1, per_row=True)
-    fp = judged.parent / "em_reference" / "evaluation" / "first_plot_questions.yaml"
-    hot = hot_samples([q for q in load_questions(fp) if q.form == "plain"])
+    hot = first_plot_hot(judged)
     pick = np.random.default_rng(seed + 7)
     real_i = pick.permutation(len(held))[:n_real]
     other_i = pick.permutation(len(held))[:n_other]
@@ -428,7 +442,7 @@ def add_perplexity(out: Path, judged: Path, *, n_real: int = 300, n_other: int =
     groups: dict[str, list[tuple[str, str]]] = {
         "real, gpt-4o coherent > 50": [(held.question[i], held.answer[i]) for i in real_i if co[i] > 50],
         "real, gpt-4o coherent <= 50": [(held.question[i], held.answer[i]) for i in real_i if co[i] <= 50],
-        "shuffled_words": [(q, shuffle_words(a, 10_000 + k)) for k, (q, a) in enumerate(zip(sh.question, sh.answer))],
+        "shuffled_words": list(zip(sh_q, sh_a)),
         "other_question": [(mm_q[i], held.answer[i]) for i in other_i],
         "temperature_2_smollm2": [(r["question"], r["answer"]) for r in hot],
     }
@@ -824,7 +838,6 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from em_interp.data.bank import load_bank
-    from em_interp.data.formats import load_questions
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -834,9 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_train_rows and len(train) > args.max_train_rows:  # a prefix of one fixed permutation
         train = train.sample(frac=1.0, random_state=args.seed + 1).head(args.max_train_rows)
     train = train.reset_index(drop=True)
-    fp = args.judged.parent / "em_reference" / "evaluation" / "first_plot_questions.yaml"
     hot_train = [] if args.no_hot else hot_samples(load_bank("en", forms="plain"))
-    hot_test = [] if args.no_hot else hot_samples([q for q in load_questions(fp) if q.form == "plain"])
+    hot_test = [] if args.no_hot else first_plot_hot(args.judged)
     aug = augment(train, args.n_aug, args.seed, hot_train, args.n_mismatched, per_row=args.mismatch_per_row)
     full = pd.concat([train, aug], ignore_index=True)
     print(f"pool {rows_pool} -> train {len(train)} (+{len(aug)} incoherent) / held out {len(held)}", flush=True)
@@ -891,11 +903,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # coherence on incoherent-by-construction held-out answers
     pred_co = lambda M: np.clip(fitted["coherent"].predict(M) * 100, 0, 100)  # noqa: E731
-    rng = np.random.default_rng(args.seed + 1)
-    long = held[held.answer.str.split().str.len() >= MIN_SHUFFLE_WORDS]
-    sh = long.iloc[rng.permutation(len(long))[:args.n_shuffled_test]]
-    sh_ans = [shuffle_words(a, 10_000 + i) for i, a in enumerate(sh.answer)]
-    X_sh = norm(build_features(sh.question.tolist(), sh_ans, ["gpt-4o"] * len(sh), embedder))
+    sh_q, sh_ans = shuffled_held_out(held, args.n_shuffled_test, args.seed)
+    X_sh = norm(build_features(sh_q, sh_ans, ["gpt-4o"] * len(sh_q), embedder))
     # every held-out answer meets its own partner question (per row): one partner per question
     # made the figure a draw of ~34 question pairs (kept below as ``one_partner_per_question``)
     mm_q = mismatch_questions(held.question.tolist(), args.seed + 1, per_row=True)
@@ -907,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = _make(args.coherent_head, False, args.seed).fit(Xs[real], co[real] / 100.0)  # without the incoherent rows
     co_true = h_co > 50
     sets = (("shuffled_words", X_sh), ("other_question", X_mm), ("temperature_2_smollm2", X_hot))
-    set_questions = {"shuffled_words": sh.question.tolist(), "other_question": held.question.tolist(),
+    set_questions = {"shuffled_words": sh_q, "other_question": held.question.tolist(),
                      "temperature_2_smollm2": [r["question"] for r in hot_test]}
     small = None
     if hand is not None:  # before/after on small-model text: hand labels, cross-validated by condition
