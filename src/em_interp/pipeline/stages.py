@@ -395,7 +395,6 @@ def _compare(ctx: RunContext, base_lm: Any, direction: Any, layers: list[int]) -
     models = {arm: (lambda arm=arm: load(ctx, find_target(ctx, arm, seed))) for arm in arms}  # one at a time
     got_layers, diffs = finetune_diffs(base_lm, models, [t["messages"] for t in texts], layers=cmp_layers,
                                        site_kind=cfg.interp.directions.site, tokens=direction.tokens)
-    del models
     contrasts = {f"{a}-{cc.control}": (a, cc.control) for a in arms if cc.control and a != cc.control}
     outside = {f"direction ({direction.method})": {L: direction.vectors[L] for L in got_layers
                                                    if L in direction.vectors}}
@@ -581,7 +580,6 @@ def _ablate_in(ctx: RunContext, arm: str, folder: Path, qs: list[Any], judge: An
                 ov = judged_overall(ctx, lm, qs, judge, path, samples=samples, max_new_tokens=mnt)
         append_row(rows_path, {"target": f"{arm}.seed-{cfg.seeds[0]}", "condition": name, "layers": layers,
                                **({"direction_arm": cfg.direction_arm} if folder != ctx.stage_dir else {}), **ov})
-    del lm
     return {r["condition"]: r["misaligned_share"] for r in read_rows(rows_path)}
 
 
